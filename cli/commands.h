@@ -1,0 +1,16 @@
+// The `shardrun` subcommands. Each Add*Command registers one subcommand on the app; its
+// callback runs the command and stores the process exit code in *exit_code.
+#ifndef SHARDRUN_CLI_COMMANDS_H_
+#define SHARDRUN_CLI_COMMANDS_H_
+
+#include "CLI/CLI.hpp"
+
+namespace shardrun {
+
+void AddGenerateCommand(CLI::App& app, int* exit_code);  // cli/generate_command.cc
+void AddInspectCommand(CLI::App& app, int* exit_code);   // cli/inspect_command.cc
+void AddSynthCommand(CLI::App& app, int* exit_code);     // cli/synth_command.cc
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_CLI_COMMANDS_H_

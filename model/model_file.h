@@ -1,0 +1,82 @@
+// An opened model: hyperparameters, the tensor table and (if the file has one) the vocabulary.
+//
+// Opening maps the file and parses only its headers; tensor data is paged in when used.
+// Every reader validates what it parses against the file size and the hyperparameters and
+// returns a Status naming the file and the problem: no input file can crash the process.
+#ifndef SHARDRUN_MODEL_MODEL_FILE_H_
+#define SHARDRUN_MODEL_MODEL_FILE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/mapped_file.h"
+#include "model/model_config.h"
+#include "model/tensor_view.h"
+#include "model/vocabulary.h"
+
+namespace shardrun {
+
+enum class ModelFormat {
+  kGguf,
+  kLlama2cLegacy,  // 7-int header, float32
+  kLlama2cV1,      // export.py version 1: "ak42", float32
+  kLlama2cV2,      // export.py version 2: "ak42", int8 groups
+};
+std::string_view ModelFormatName(ModelFormat format);
+
+class ModelFile {
+ public:
+  // Detects the format from the first bytes and parses the headers.
+  static absl::StatusOr<std::unique_ptr<ModelFile>> Open(const std::string& path);
+  // Parses a model held in memory (used by the fuzzers); `bytes` must outlive the result.
+  static absl::StatusOr<std::unique_ptr<ModelFile>> Parse(std::string_view name,
+                                                         const uint8_t* data, size_t size);
+
+  ModelFormat format() const { return format_; }
+  const std::string& path() const { return path_; }
+  const ModelConfig& config() const { return config_; }
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  // nullptr if the file holds no tensor of that name.
+  const TensorView* Find(std::string_view name) const;
+  // The vocabulary stored in the file (GGUF), if any.
+  const std::optional<Vocabulary>& vocabulary() const { return vocabulary_; }
+  // Format-specific facts for `shardrun inspect` ("gguf.version" -> "3", ...), in file order.
+  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  size_t file_size() const { return file_size_; }
+
+  // Used by the format readers to build the result.
+  ModelFile(ModelFormat format, std::string path, size_t file_size)
+      : format_(format), path_(std::move(path)), file_size_(file_size) {}
+  ModelConfig& mutable_config() { return config_; }
+  std::vector<TensorView>& mutable_tensors() { return tensors_; }
+  std::optional<Vocabulary>& mutable_vocabulary() { return vocabulary_; }
+  std::vector<std::pair<std::string, std::string>>& mutable_metadata() { return metadata_; }
+  void set_mapping(std::unique_ptr<MappedFile> mapping) { mapping_ = std::move(mapping); }
+
+ private:
+  ModelFormat format_;
+  std::string path_;
+  size_t file_size_;
+  ModelConfig config_;
+  std::vector<TensorView> tensors_;
+  std::optional<Vocabulary> vocabulary_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  std::unique_ptr<MappedFile> mapping_;  // keeps tensor data alive
+};
+
+// Checks a parsed model for what the forward pass relies on: every llama tensor present with
+// the shape the hyperparameters imply, supported types, sane hyperparameters. The readers
+// call it last; it is exposed for tests.
+absl::Status ValidateLlamaModel(const ModelFile& model);
+
+// Tensor names, GGUF style.
+std::string LayerTensorName(int layer, std::string_view suffix);  // "blk.L.<suffix>.weight"
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_MODEL_MODEL_FILE_H_

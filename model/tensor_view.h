@@ -1,0 +1,41 @@
+// A read-only view of one weight tensor inside a memory-mapped model file.
+#ifndef SHARDRUN_MODEL_TENSOR_VIEW_H_
+#define SHARDRUN_MODEL_TENSOR_VIEW_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/tensor_type.h"
+
+namespace shardrun {
+
+struct TensorView {
+  std::string name;  // GGUF naming for every format: "blk.3.attn_q.weight", ...
+  TensorType type = TensorType::kF32;
+  // GGUF order: shape[0] is the contiguous dimension (columns of a matrix), shape[1] rows,
+  // shape[2] the expert index of stacked MoE tensors.
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // not owned; lives as long as the model file's mapping
+  size_t bytes = 0;            // of `data`
+  // kQ8Group only (llama2.c version-2 files): one float scale per `group_size` values.
+  const float* group_scales = nullptr;
+  int group_size = 0;
+  uint64_t file_offset = 0;  // of `data`, for reporting and shard transfer
+
+  int64_t cols() const { return shape.empty() ? 0 : shape[0]; }
+  int64_t rows() const {
+    int64_t r = 1;
+    for (size_t i = 1; i < shape.size(); ++i) r *= shape[i];
+    return r;
+  }
+  int64_t elements() const { return cols() * rows(); }
+  // Bytes of data plus scales.
+  size_t total_bytes() const {
+    return bytes + (group_scales ? sizeof(float) * static_cast<size_t>(elements() / group_size) : 0);
+  }
+};
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_MODEL_TENSOR_VIEW_H_
