@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"shardrun: run one LLM across many worker processes"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

@@ -6,6 +6,7 @@
 #ifndef SHARDRUN_MODEL_MODEL_FILE_H_
 #define SHARDRUN_MODEL_MODEL_FILE_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "model/mapped_file.h"
 #include "model/model_config.h"
@@ -57,6 +59,15 @@ class ModelFile {
   std::optional<Vocabulary>& mutable_vocabulary() { return vocabulary_; }
   std::vector<std::pair<std::string, std::string>>& mutable_metadata() { return metadata_; }
   void set_mapping(std::unique_ptr<MappedFile> mapping) { mapping_ = std::move(mapping); }
+  // Appends a tensor of `type` and `shape` (GGUF order) whose data starts at byte `offset` of
+  // `file_data` (the whole file, file_size() bytes), after checking what the readers cannot
+  // trust: every dimension positive, no overflow, rows of whole blocks, the data inside the
+  // file and aligned for its type, the name not taken. A kQ8Group tensor's float scales (one
+  // per `group_size` values) start at `scales_offset`. Returns the bytes it occupies in the
+  // file (values plus scales).
+  absl::StatusOr<uint64_t> AddTensor(std::string name, TensorType type, std::vector<int64_t> shape,
+                                     const uint8_t* file_data, uint64_t offset,
+                                     int group_size = 0, uint64_t scales_offset = 0);
 
  private:
   ModelFormat format_;
@@ -67,7 +78,15 @@ class ModelFile {
   std::optional<Vocabulary> vocabulary_;
   std::vector<std::pair<std::string, std::string>> metadata_;
   std::unique_ptr<MappedFile> mapping_;  // keeps tensor data alive
+  // Tensor name -> index in tensors_, filled by AddTensor (Find falls back to a scan for
+  // tensors appended through mutable_tensors()).
+  absl::flat_hash_map<std::string, size_t> index_;
 };
+
+// Checks hyperparameters alone: positive and below sane bounds (so that products of them fit
+// in 64 bits), heads dividing the embedding, an even head size, a consistent expert setup.
+// `file` names the model in the message. The llama2.c readers call it before sizing the file.
+absl::Status ValidateLlamaConfig(std::string_view file, const ModelConfig& config);
 
 // Checks a parsed model for what the forward pass relies on: every llama tensor present with
 // the shape the hyperparameters imply, supported types, sane hyperparameters. The readers

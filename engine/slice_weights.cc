@@ -1,0 +1,73 @@
+#include "engine/slice_weights.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace shardrun {
+namespace {
+
+class WeightLoader {
+ public:
+  WeightLoader(const ModelFile& model, Backend& backend, size_t* bytes)
+      : model_(model), backend_(backend), bytes_(bytes) {}
+
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> Load(const std::string& name) {
+    const TensorView* view = model_.Find(name);
+    if (view == nullptr) {
+      return absl::NotFoundError(absl::StrCat(model_.path(), ": missing tensor ", name));
+    }
+    *bytes_ += view->total_bytes();
+    return backend_.LoadWeight(*view);
+  }
+
+ private:
+  const ModelFile& model_;
+  Backend& backend_;
+  size_t* bytes_;
+};
+
+#define ASSIGN_WEIGHT(dst, expr)          \
+  do {                                    \
+    auto weight_or = (expr);              \
+    if (!weight_or.ok()) return weight_or.status(); \
+    dst = *std::move(weight_or);          \
+  } while (0)
+
+}  // namespace
+
+absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const ModelSlice& slice,
+                                                Backend& backend) {
+  if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
+  if (model.config().is_moe()) {
+    return absl::UnimplementedError(absl::StrCat(
+        model.path(), ": mixture-of-experts models are not supported by the forward pass yet"));
+  }
+  SliceWeights w;
+  WeightLoader loader(model, backend, &w.bytes);
+  if (slice.embedding) ASSIGN_WEIGHT(w.token_embedding, loader.Load("token_embd.weight"));
+  for (int l = slice.layers.begin; l < slice.layers.end; ++l) {
+    LayerWeights& lw = w.layers.emplace_back();
+    ASSIGN_WEIGHT(lw.attn_norm, loader.Load(LayerTensorName(l, "attn_norm")));
+    ASSIGN_WEIGHT(lw.wq, loader.Load(LayerTensorName(l, "attn_q")));
+    ASSIGN_WEIGHT(lw.wk, loader.Load(LayerTensorName(l, "attn_k")));
+    ASSIGN_WEIGHT(lw.wv, loader.Load(LayerTensorName(l, "attn_v")));
+    ASSIGN_WEIGHT(lw.wo, loader.Load(LayerTensorName(l, "attn_output")));
+    ASSIGN_WEIGHT(lw.ffn_norm, loader.Load(LayerTensorName(l, "ffn_norm")));
+    ASSIGN_WEIGHT(lw.ffn_gate, loader.Load(LayerTensorName(l, "ffn_gate")));
+    ASSIGN_WEIGHT(lw.ffn_up, loader.Load(LayerTensorName(l, "ffn_up")));
+    ASSIGN_WEIGHT(lw.ffn_down, loader.Load(LayerTensorName(l, "ffn_down")));
+  }
+  if (slice.head) {
+    ASSIGN_WEIGHT(w.output_norm, loader.Load("output_norm.weight"));
+    ASSIGN_WEIGHT(w.output, loader.Load(model.config().tied_output ? "token_embd.weight"
+                                                                   : "output.weight"));
+  }
+  spdlog::debug("loaded {} ({:.1f} MiB) on {}", slice.ToString(), w.bytes / 1048576.0,
+                backend.name());
+  return w;
+}
+
+}  // namespace shardrun

@@ -1,0 +1,33 @@
+// The weights of one model slice, loaded into a backend.
+#ifndef SHARDRUN_ENGINE_SLICE_WEIGHTS_H_
+#define SHARDRUN_ENGINE_SLICE_WEIGHTS_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model_slice.h"
+#include "kernels/backend.h"
+#include "model/model_file.h"
+
+namespace shardrun {
+
+struct LayerWeights {
+  std::unique_ptr<DeviceWeight> attn_norm, wq, wk, wv, wo;
+  std::unique_ptr<DeviceWeight> ffn_norm, ffn_gate, ffn_up, ffn_down;
+};
+
+struct SliceWeights {
+  std::unique_ptr<DeviceWeight> token_embedding;  // if slice.embedding
+  std::vector<LayerWeights> layers;               // slice.layers, in order
+  std::unique_ptr<DeviceWeight> output_norm;      // if slice.head
+  std::unique_ptr<DeviceWeight> output;           // if slice.head (the embedding when tied)
+  size_t bytes = 0;                               // of the tensors loaded
+
+  static absl::StatusOr<SliceWeights> Load(const ModelFile& model, const ModelSlice& slice,
+                                           Backend& backend);
+};
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_ENGINE_SLICE_WEIGHTS_H_

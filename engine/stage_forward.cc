@@ -1,0 +1,119 @@
+#include "engine/stage_forward.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace shardrun {
+
+absl::StatusOr<std::unique_ptr<StageForward>> StageForward::Create(const ModelFile& model,
+                                                                   const ModelSlice& slice,
+                                                                   Backend& backend,
+                                                                   int max_batch) {
+  if (max_batch < 1) return absl::InvalidArgumentError("max_batch must be at least 1");
+  std::unique_ptr<StageForward> stage(new StageForward(model.config(), slice, backend, max_batch));
+  auto weights = SliceWeights::Load(model, slice, backend);
+  if (!weights.ok()) return weights.status();
+  stage->weights_ = *std::move(weights);
+  if (absl::Status s = stage->AllocateActivations(); !s.ok()) return s;
+  return stage;
+}
+
+absl::Status StageForward::AllocateActivations() {
+  const int64_t b = max_batch_;
+  struct Request {
+    std::unique_ptr<DeviceBuffer>* buffer;
+    int64_t floats;
+  };
+  const Request requests[] = {
+      {&x_, b * config_.dim},         {&xb_, b * config_.dim},
+      {&q_, b * config_.dim},         {&k_, b * config_.kv_dim()},
+      {&v_, b * config_.kv_dim()},    {&att_, b * config_.dim},
+      {&gate_, b * config_.hidden_dim}, {&up_, b * config_.hidden_dim},
+      {&logits_, config_.vocab_size},
+  };
+  for (const Request& r : requests) {
+    auto buffer = backend_.Allocate(r.floats);
+    if (!buffer.ok()) return buffer.status();
+    *r.buffer = *std::move(buffer);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<KvCache> StageForward::NewKvCache(int context_length) const {
+  if (context_length <= 0 || context_length > config_.context_length) {
+    context_length = config_.context_length;
+  }
+  return KvCache::Create(backend_, slice_.layers, context_length, config_.kv_dim());
+}
+
+size_t StageForward::OutputSize(int n) const {
+  return slice_.head ? static_cast<size_t>(config_.vocab_size)
+                     : static_cast<size_t>(n) * static_cast<size_t>(config_.dim);
+}
+
+absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
+                                   std::span<float> output) {
+  const int n = static_cast<int>(slice_.embedding ? input.tokens.size()
+                                                  : input.hidden.size() / config_.dim);
+  if (n < 1 || n > max_batch_ || pos0 < 0 || pos0 + n > cache.context_length()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "forward of %d tokens at position %d: batch limit %d, context %d", n, pos0, max_batch_,
+        cache.context_length()));
+  }
+  if (output.size() < OutputSize(n)) return absl::InvalidArgumentError("output too small");
+  const ModelConfig& c = config_;
+  const int dim = c.dim;
+  const float eps = c.rms_norm_eps;
+  const AttentionShape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_size(),
+                             cache.context_length()};
+  Backend& be = backend_;
+
+  if (slice_.embedding) {
+    for (int32_t t : input.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrFormat("token id %d outside vocabulary", t));
+      }
+    }
+    be.Embed(*x_, *weights_.token_embedding, input.tokens);
+  } else {
+    be.Write(*x_, 0, input.hidden.first(static_cast<size_t>(n) * dim));
+  }
+
+  for (int l = slice_.layers.begin; l < slice_.layers.end; ++l) {
+    const LayerWeights& w = weights_.layers[l - slice_.layers.begin];
+    // Attention: x += wo · attention(rope(wq·norm(x)), rope(wk·norm(x)), wv·norm(x))
+    be.RmsNorm(*xb_, *x_, *w.attn_norm, n, eps);
+    be.MatMul(*q_, *w.wq, *xb_, n);
+    be.MatMul(*k_, *w.wk, *xb_, n);
+    be.MatMul(*v_, *w.wv, *xb_, n);
+    be.Rope(*q_, n, c.n_heads, c.head_size(), pos0, c.rope_freq_base);
+    be.Rope(*k_, n, c.n_kv_heads, c.head_size(), pos0, c.rope_freq_base);
+    be.Attention(*att_, *q_, *k_, *v_, cache.keys(l), cache.values(l), shape);
+    be.MatMul(*xb_, *w.wo, *att_, n);
+    be.Add(*x_, *xb_, static_cast<int64_t>(n) * dim);
+    // Feed-forward: x += w_down · (silu(w_gate·norm(x)) * w_up·norm(x))
+    be.RmsNorm(*xb_, *x_, *w.ffn_norm, n, eps);
+    be.MatMul(*gate_, *w.ffn_gate, *xb_, n);
+    be.MatMul(*up_, *w.ffn_up, *xb_, n);
+    be.SwiGlu(*gate_, *up_, static_cast<int64_t>(n) * c.hidden_dim);
+    be.MatMul(*xb_, *w.ffn_down, *gate_, n);
+    be.Add(*x_, *xb_, static_cast<int64_t>(n) * dim);
+  }
+
+  if (slice_.head) {  // logits of the last token only
+    be.Copy(*xb_, 0, *x_, static_cast<int64_t>(n - 1) * dim, dim);
+    be.RmsNorm(*xb_, *xb_, *weights_.output_norm, 1, eps);
+    be.MatMul(*logits_, *weights_.output, *xb_, 1);
+  }
+  if (absl::Status s = be.Synchronize(); !s.ok()) return s;
+  if (slice_.head) {
+    be.Read(*logits_, 0, output.first(static_cast<size_t>(c.vocab_size)));
+  } else {
+    be.Read(*x_, 0, output.first(static_cast<size_t>(n) * dim));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace shardrun

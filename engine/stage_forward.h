@@ -1,0 +1,75 @@
+// The llama forward pass over one model slice.
+//
+// Input is token ids (a slice with the embedding) or hidden states from the previous slice;
+// output is the logits of the last token (a slice with the head) or hidden states for the
+// next slice. Any batch of consecutive positions runs in one call (batched prefill).
+#ifndef SHARDRUN_ENGINE_STAGE_FORWARD_H_
+#define SHARDRUN_ENGINE_STAGE_FORWARD_H_
+
+#include <memory>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache.h"
+#include "engine/model_slice.h"
+#include "engine/slice_weights.h"
+#include "kernels/backend.h"
+#include "model/model_file.h"
+
+namespace shardrun {
+
+struct StageInput {
+  std::span<const int32_t> tokens;  // slices with the embedding: n token ids
+  std::span<const float> hidden;    // other slices: n * dim floats
+};
+
+class StageForward {
+ public:
+  // Loads the slice's weights into `backend` and allocates activations for up to
+  // `max_batch` tokens per call. `model` and `backend` must outlive the result.
+  static absl::StatusOr<std::unique_ptr<StageForward>> Create(const ModelFile& model,
+                                                              const ModelSlice& slice,
+                                                              Backend& backend, int max_batch);
+
+  // A KV cache for one sequence through this slice, of `context_length` positions (0 = the
+  // model's context length).
+  absl::StatusOr<KvCache> NewKvCache(int context_length = 0) const;
+
+  // Runs n tokens at positions pos0 .. pos0+n-1 (n = tokens or hidden rows, 1 <= n <=
+  // max_batch; pos0 + n <= cache context). `output` receives vocab_size logits of the last
+  // token (slice.head) or n * dim hidden floats.
+  absl::Status Forward(KvCache& cache, int pos0, StageInput input, std::span<float> output);
+
+  const ModelSlice& slice() const { return slice_; }
+  const ModelConfig& config() const { return config_; }
+  int max_batch() const { return max_batch_; }
+  size_t weight_bytes() const { return weights_.bytes; }
+  // Floats Forward writes for n tokens.
+  size_t OutputSize(int n) const;
+
+ private:
+  StageForward(const ModelConfig& config, const ModelSlice& slice, Backend& backend,
+               int max_batch)
+      : config_(config), slice_(slice), backend_(backend), max_batch_(max_batch) {}
+  absl::Status AllocateActivations();
+
+  ModelConfig config_;
+  ModelSlice slice_;
+  Backend& backend_;
+  int max_batch_;
+  SliceWeights weights_;
+  // Activations, [max_batch][width] each.
+  std::unique_ptr<DeviceBuffer> x_;       // residual stream, dim
+  std::unique_ptr<DeviceBuffer> xb_;      // normed input / block output, dim
+  std::unique_ptr<DeviceBuffer> q_;       // dim
+  std::unique_ptr<DeviceBuffer> k_;       // kv_dim
+  std::unique_ptr<DeviceBuffer> v_;       // kv_dim
+  std::unique_ptr<DeviceBuffer> att_;     // attention output, dim
+  std::unique_ptr<DeviceBuffer> gate_;    // hidden_dim
+  std::unique_ptr<DeviceBuffer> up_;      // hidden_dim
+  std::unique_ptr<DeviceBuffer> logits_;  // vocab_size (last token only)
+};
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_ENGINE_STAGE_FORWARD_H_

@@ -1,0 +1,474 @@
+// AVX-512 kernels (F, BW, VL; VNNI for the int8 dot products when kVnni), included by
+// kernels_avx512.cc and kernels_avx512_vnni.cc, each compiled with its own -m flags.
+//
+// Everything is in an unnamed namespace so that the two files (and no other) get their own
+// copies: see tile_loop.h.
+//
+// Quantized dot products. vpdpbusd (VNNI) and vpmaddubsw multiply unsigned by signed bytes,
+// so the weights are made unsigned and the difference is subtracted exactly in int32:
+// Q4_0 nibbles n in 0..15 stand for n - 8, so dot(n - 8, x) = dot(n, x) - dot(8, x); Q8_0
+// bytes w are biased to w + 128 (w ^ 0x80), so dot(w, x) = dot(w + 128, x) - dot(128, x).
+// dot(8, x) and dot(128, x) depend only on the activations and are shared by a tile's rows.
+// Without VNNI, Q8_0 uses |w| and x with w's sign instead (vpmaddubsw's 16-bit pair sums
+// would saturate on w + 128).
+//
+// Q4_0 activations use their own layout (QuantizeQ4_0Acts): for every 4 blocks (128 values)
+// the first halves of the 4 blocks, then their second halves, so 64 weight bytes (the 4
+// blocks' nibbles) expand with one AND and one shift into the matching 2 x 64 values.
+#ifndef SHARDRUN_KERNELS_CPU_KERNELS_AVX512_IMPL_H_
+#define SHARDRUN_KERNELS_CPU_KERNELS_AVX512_IMPL_H_
+
+// GCC 12's AVX-512 headers build "undefined" vectors from self-initialised variables and then
+// warn about them wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <cstdint>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/tile_loop.h"
+
+namespace shardrun {
+namespace {  // NOLINT(build/namespaces): see above.
+
+inline __mmask16 FirstLanes(int64_t count) {  // count in 0..16
+  return static_cast<__mmask16>((1u << count) - 1);
+}
+
+template <class T>
+inline const __m128i* M128(const T* p) {
+  return reinterpret_cast<const __m128i*>(p);
+}
+template <class T>
+inline const __m256i* M256(const T* p) {
+  return reinterpret_cast<const __m256i*>(p);
+}
+
+// Rows of a weight matrix are short (a 2048-column Q4_0 row is 18 cache lines) and a tile reads
+// R of them side by side, which the hardware prefetchers follow poorly. So while a tile works
+// through its rows, it prefetches the rows `kPrefetchTiles` tiles further on (rows are
+// contiguous) at the pace it consumes its own: `step` bytes per step, this being step `i`.
+constexpr int kPrefetchTiles = 1;
+inline void PrefetchAhead(const uint8_t* ahead, int64_t i, int64_t step) {
+  for (int64_t off = 0; off < step; off += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + i * step + off), _MM_HINT_T0);
+  }
+}
+
+void RoundF16(const float* x, float* out, int64_t count) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), kRound)));
+  }
+  if (i < count) {
+    const __mmask16 m = FirstLanes(count - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_cvtph_ps(_mm512_cvtps_ph(v, kRound)));
+  }
+}
+
+// Round to nearest even on the top 16 bits; NaNs stay NaN (quieted), as F32ToBF16.
+inline __m512i RoundToBF16Bits(__m512i bits) {
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
+  const __m512i abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x00400000));
+  return _mm512_and_si512(_mm512_mask_blend_epi32(is_nan, rounded, quiet),
+                          _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+}
+
+void RoundBF16(const float* x, float* out, int64_t count) {
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    _mm512_storeu_si512(out + i, RoundToBF16Bits(_mm512_loadu_si512(x + i)));
+  }
+  if (i < count) {
+    const __mmask16 m = FirstLanes(count - i);
+    _mm512_mask_storeu_epi32(out + i, m, RoundToBF16Bits(_mm512_maskz_loadu_epi32(m, x + i)));
+  }
+}
+
+// llama.cpp's AVX2 quantize_row_q8_0 on 16 lanes: the same amax, d, id = 127 / amax, rounding
+// half to even and int8 saturation, so the results are identical. With `interleave`, every
+// complete group of 4 blocks is stored in the Q4_0 kernel's layout (see the top).
+template <bool kInterleave>
+void QuantizeActs(const float* x, int64_t cols, int8_t* qs, float* d) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const int64_t blocks = cols / kQ8_0BlockSize;
+  const int64_t grouped = kInterleave ? blocks / 4 * 4 : 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* p = x + b * kQ8_0BlockSize;
+    const __m512 v0 = _mm512_loadu_ps(p);
+    const __m512 v1 = _mm512_loadu_ps(p + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    d[b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, kRound));
+    const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const __m128i q0 =
+        _mm512_cvtsepi32_epi8(_mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, id), kRound));
+    const __m128i q1 =
+        _mm512_cvtsepi32_epi8(_mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, id), kRound));
+    int8_t* first = qs + b * kQ8_0BlockSize;
+    int8_t* second = first + 16;
+    if (b < grouped) {
+      first = qs + (b / 4) * 128 + (b % 4) * 16;
+      second = first + 64;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(first), q0);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(second), q1);
+  }
+}
+
+// --- Float weights --------------------------------------------------------------------------
+
+struct LoadF32 {
+  static constexpr int kBytes = 4;
+  static __m512 Load(const uint8_t* p) { return _mm512_loadu_ps(p); }
+  static __m512 LoadFirst(__mmask16 m, const uint8_t* p) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct LoadF16 {
+  static constexpr int kBytes = 2;
+  static __m512 Load(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(M256(p))); }
+  static __m512 LoadFirst(__mmask16 m, const uint8_t* p) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+  }
+};
+struct LoadBF16 {
+  static constexpr int kBytes = 2;
+  static __m512 Widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static __m512 Load(const uint8_t* p) { return Widen(_mm256_loadu_si256(M256(p))); }
+  static __m512 LoadFirst(__mmask16 m, const uint8_t* p) {
+    return Widen(_mm256_maskz_loadu_epi16(m, p));
+  }
+};
+
+template <class W>
+struct FloatKernel {
+  template <int R, int T>
+  static void Tile(const MatMulArgs& a, int64_t r0, int t0) {
+    const uint8_t* w[R];
+    const float* x[T];
+    for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_row_bytes;
+    for (int t = 0; t < T; ++t) x[t] = a.xf + (t0 + t) * a.x_stride;
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    }
+    const uint8_t* ahead = w[0] + kPrefetchTiles * R * a.w_row_bytes;
+    constexpr int64_t kStep = R * 16 * W::kBytes;
+    int64_t c = 0;
+    for (; c + 16 <= a.cols; c += 16) {
+      if (t0 == 0) PrefetchAhead(ahead, c / 16, kStep);
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x[t] + c);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = W::Load(w[r] + c * W::kBytes);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    if (c < a.cols) {
+      const __mmask16 m = FirstLanes(a.cols - c);
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x[t] + c);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = W::LoadFirst(m, w[r] + c * W::kBytes);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        a.out[(t0 + t) * a.out_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+      }
+    }
+  }
+};
+
+template <class W>
+void MatMulFloat(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  if (a.n == 1) {
+    RunTiles<FloatKernel<W>, 4, 1>(a, row_begin, row_end);
+  } else {
+    RunTiles<FloatKernel<W>, 4, 4>(a, row_begin, row_end);
+  }
+}
+
+// --- Quantized weights ----------------------------------------------------------------------
+
+// Exact int32 lane sums of u8 x s8 products (4 bytes per lane), added to `acc`.
+template <bool kVnni>
+inline __m512i DotBytes(__m512i acc, __m512i u, __m512i s) {
+  if constexpr (kVnni) {
+    return _mm512_dpbusd_epi32(acc, u, s);
+  } else {
+    // Only for operands whose pair sums fit in int16 (u <= 128 with |s| <= 127).
+    return _mm512_add_epi32(acc,
+                            _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+  }
+}
+template <bool kVnni>
+inline __m256i DotBytes(__m256i acc, __m256i u, __m256i s) {
+  if constexpr (kVnni) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+  } else {
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+  }
+}
+
+inline void StoreSums(const MatMulArgs& a, int64_t r0, int t0, int R, int T, const __m512* acc) {
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      a.out[(t0 + t) * a.out_stride + r0 + r] = _mm512_reduce_add_ps(acc[r * T + t]);
+    }
+  }
+}
+
+template <bool kVnni>
+struct Q4_0Kernel {
+  template <int R, int T>
+  static void Tile(const MatMulArgs& a, int64_t r0, int t0) {
+    const uint8_t* w[R];
+    for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_row_bytes;
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    }
+    const int64_t blocks = a.cols / kQ4_0BlockSize;
+    const int64_t groups = blocks / 4;
+    const __m512i low_mask = _mm512_set1_epi8(0x0f);
+    const __m512i eight = _mm512_set1_epi8(8);
+    // 16-bit words 0, 9, 18, 27 are the scales of the 4 blocks at 18-byte spacing: each goes
+    // to the 4 lanes holding that block's sums.
+    const __m512i scale_words = _mm512_setr_epi32(0, 0, 0x90009, 0x90009, 0x120012, 0x120012,
+                                                  0x1b001b, 0x1b001b, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i four_each = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const uint8_t* ahead = w[0] + kPrefetchTiles * R * a.w_row_bytes;
+    const int64_t step = R * 4 * static_cast<int64_t>(sizeof(BlockQ4_0));
+    for (int64_t g = 0; g < groups; ++g) {
+      if (t0 == 0) PrefetchAhead(ahead, g, step);
+      __m512i lo[R];
+      __m512i hi[R];
+      __m512 dw[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* base = w[r] + g * 4 * sizeof(BlockQ4_0);
+        __m512i q = _mm512_castsi128_si512(_mm_loadu_si128(M128(base + 2)));
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(M128(base + 20)), 1);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(M128(base + 38)), 2);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(M128(base + 56)), 3);
+        lo[r] = _mm512_and_si512(q, low_mask);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low_mask);
+        const __m512i words = _mm512_permutexvar_epi16(scale_words, _mm512_loadu_si512(base));
+        dw[r] = _mm512_cvtph_ps(_mm512_castsi512_si256(words));
+      }
+      for (int t = 0; t < T; ++t) {
+        const int8_t* xq = a.xq + (t0 + t) * a.x_stride + g * 128;
+        const __m512i x_first = _mm512_loadu_si512(xq);
+        const __m512i x_second = _mm512_loadu_si512(xq + 64);
+        const __m128 dx4 = _mm_loadu_ps(a.xs + (t0 + t) * a.xs_stride + g * 4);
+        const __m512 dx = _mm512_permutexvar_ps(four_each, _mm512_castps128_ps512(dx4));
+        const __m512i bias = DotBytes<kVnni>(
+            DotBytes<kVnni>(_mm512_setzero_si512(), eight, x_first), eight, x_second);
+        for (int r = 0; r < R; ++r) {
+          __m512i dot = DotBytes<kVnni>(_mm512_setzero_si512(), lo[r], x_first);
+          dot = _mm512_sub_epi32(DotBytes<kVnni>(dot, hi[r], x_second), bias);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+        }
+      }
+    }
+    // Blocks after the last complete group: one at a time, activations in natural order.
+    const __m256i low_mask256 = _mm256_set1_epi8(0x0f);
+    const __m256i eight256 = _mm256_set1_epi8(8);
+    for (int64_t b = groups * 4; b < blocks; ++b) {
+      __m256i wv[R];
+      float dw[R];
+      for (int r = 0; r < R; ++r) {
+        const BlockQ4_0& block = reinterpret_cast<const BlockQ4_0*>(w[r])[b];
+        const __m128i q = _mm_loadu_si128(M128(block.qs));
+        wv[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low_mask256);
+        dw[r] = _cvtsh_ss(block.d);
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m256i x = _mm256_loadu_si256(M256(a.xq + (t0 + t) * a.x_stride + b * 32));
+        const float dx = a.xs[(t0 + t) * a.xs_stride + b];
+        const __m256i bias = DotBytes<kVnni>(_mm256_setzero_si256(), eight256, x);
+        for (int r = 0; r < R; ++r) {
+          const __m256i dot =
+              _mm256_sub_epi32(DotBytes<kVnni>(_mm256_setzero_si256(), wv[r], x), bias);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot)),
+                                      _mm512_set1_ps(dw[r] * dx), acc[r][t]);
+        }
+      }
+    }
+    StoreSums(a, r0, t0, R, T, &acc[0][0]);
+  }
+};
+
+template <bool kVnni>
+struct Q8_0Kernel {
+  // The weight bytes in the unsigned form DotBytes multiplies: w + 128 (VNNI) or |w|.
+  static __m512i Unsigned(__m512i q) {
+    if constexpr (kVnni) {
+      return _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      return _mm512_abs_epi8(q);
+    }
+  }
+  static __m256i Unsigned(__m256i q) {
+    if constexpr (kVnni) {
+      return _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      return _mm256_abs_epi8(q);
+    }
+  }
+
+  template <int R, int T>
+  static void Tile(const MatMulArgs& a, int64_t r0, int t0) {
+    const uint8_t* w[R];
+    for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_row_bytes;
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    }
+    const int64_t blocks = a.cols / kQ8_0BlockSize;
+    const int64_t pairs = blocks / 2;
+    const __m512i bias_bytes = _mm512_set1_epi8(static_cast<char>(0x80));
+    // Words 0 and 17: the scales of two blocks at 34-byte spacing, 8 lanes each.
+    const __m512i scale_words = _mm512_setr_epi32(0, 0, 0, 0, 0x110011, 0x110011, 0x110011,
+                                                  0x110011, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i eight_each = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const uint8_t* ahead = w[0] + kPrefetchTiles * R * a.w_row_bytes;
+    const int64_t step = R * 2 * static_cast<int64_t>(sizeof(BlockQ8_0));
+    for (int64_t p = 0; p < pairs; ++p) {
+      if (t0 == 0) PrefetchAhead(ahead, p, step);
+      __m512i wu[R];
+      __mmask64 negative[R];
+      __m512 dw[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* base = w[r] + p * 2 * sizeof(BlockQ8_0);
+        const __m512i q =
+            _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(M256(base + 2))),
+                               _mm256_loadu_si256(M256(base + 2 + sizeof(BlockQ8_0))), 1);
+        wu[r] = Unsigned(q);
+        if constexpr (!kVnni) negative[r] = _mm512_movepi8_mask(q);
+        const __m512i words = _mm512_permutexvar_epi16(scale_words, _mm512_loadu_si512(base));
+        dw[r] = _mm512_cvtph_ps(_mm512_castsi512_si256(words));
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m512i x = _mm512_loadu_si512(a.xq + (t0 + t) * a.x_stride + p * 64);
+        const __m128 dx2 = _mm_castsi128_ps(_mm_loadl_epi64(
+            reinterpret_cast<const __m128i*>(a.xs + (t0 + t) * a.xs_stride + 2 * p)));
+        const __m512 dx = _mm512_permutexvar_ps(eight_each, _mm512_castps128_ps512(dx2));
+        __m512i bias = _mm512_setzero_si512();
+        if constexpr (kVnni) bias = _mm512_dpbusd_epi32(bias, bias_bytes, x);
+        for (int r = 0; r < R; ++r) {
+          __m512i dot;
+          if constexpr (kVnni) {
+            dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wu[r], x), bias);
+          } else {
+            const __m512i signed_x =
+                _mm512_mask_sub_epi8(x, negative[r], _mm512_setzero_si512(), x);
+            dot = DotBytes<false>(_mm512_setzero_si512(), wu[r], signed_x);
+          }
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+        }
+      }
+    }
+    if (blocks % 2 != 0) {  // the last block alone
+      const int64_t b = blocks - 1;
+      __m256i wq[R];
+      float dw[R];
+      for (int r = 0; r < R; ++r) {
+        const BlockQ8_0& block = reinterpret_cast<const BlockQ8_0*>(w[r])[b];
+        wq[r] = _mm256_loadu_si256(M256(block.qs));
+        dw[r] = _cvtsh_ss(block.d);
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m256i x = _mm256_loadu_si256(M256(a.xq + (t0 + t) * a.x_stride + b * 32));
+        const float dx = a.xs[(t0 + t) * a.xs_stride + b];
+        __m256i bias = _mm256_setzero_si256();
+        if constexpr (kVnni) {
+          bias = _mm256_dpbusd_epi32(bias, _mm256_set1_epi8(static_cast<char>(0x80)), x);
+        }
+        for (int r = 0; r < R; ++r) {
+          __m256i dot;
+          if constexpr (kVnni) {
+            dot = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), Unsigned(wq[r]), x),
+                                   bias);
+          } else {
+            dot = DotBytes<false>(_mm256_setzero_si256(), Unsigned(wq[r]),
+                                  _mm256_sign_epi8(x, wq[r]));
+          }
+          acc[r][t] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot)),
+                                      _mm512_set1_ps(dw[r] * dx), acc[r][t]);
+        }
+      }
+    }
+    StoreSums(a, r0, t0, R, T, &acc[0][0]);
+  }
+};
+
+template <class K>
+void MatMulQuantized(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  if (a.n == 1) {
+    RunTiles<K, 4, 1>(a, row_begin, row_end);
+  } else {
+    RunTiles<K, 4, 2>(a, row_begin, row_end);
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t count) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  }
+  if (i < count) {
+    const __mmask16 m = FirstLanes(count - i);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+void Axpy(float a, const float* x, float* y, int64_t count) {
+  const __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  }
+  if (i < count) {
+    const __mmask16 m = FirstLanes(count - i);
+    const __m512 v =
+        _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
+template <bool kVnni>
+constexpr CpuKernels MakeAvx512Kernels() {
+  return CpuKernels{
+      .name = kVnni ? "avx512-vnni" : "avx512",
+      .round_f16 = RoundF16,
+      .round_bf16 = RoundBF16,
+      .quantize_q8_0 = QuantizeActs<false>,
+      .quantize_q4_0 = QuantizeActs<true>,
+      .matmul_f32 = MatMulFloat<LoadF32>,
+      .matmul_f16 = MatMulFloat<LoadF16>,
+      .matmul_bf16 = MatMulFloat<LoadBF16>,
+      .matmul_q8_0 = MatMulQuantized<Q8_0Kernel<kVnni>>,
+      .matmul_q4_0 = MatMulQuantized<Q4_0Kernel<kVnni>>,
+      .matmul_q8_group = MatMulQ8Group,
+      .dot = Dot,
+      .axpy = Axpy,
+  };
+}
+
+}  // namespace
+}  // namespace shardrun
+
+#endif  // SHARDRUN_KERNELS_CPU_KERNELS_AVX512_IMPL_H_

@@ -1,0 +1,89 @@
+#include "kernels/cpu/thread_pool.h"
+
+#include <chrono>
+
+namespace shardrun {
+namespace {
+
+// How long an idle worker spins before sleeping. Longer than the gap between the matrices of
+// one token (norms, rope, attention), short enough not to burn a core while the engine idles.
+constexpr auto kSpinTime = std::chrono::microseconds(1000);
+// How many polls the caller makes for workers to finish before it starts yielding its core
+// between polls (which only matters when other threads compete for the cores).
+constexpr int kCallerSpins = 1 << 10;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) : threads_(std::max(threads, 1)) {
+  workers_.reserve(threads_ - 1);
+  for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  if (workers_.empty()) return;
+  stop_ = true;
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::Dispatch(void (*call)(void*, int), void* ctx) {
+  job_call_ = call;
+  job_ctx_ = ctx;
+  finished_.store(0, std::memory_order_relaxed);
+  // seq_cst on both sides (here and in AwaitGeneration) guarantees that either we see the
+  // sleeper or the sleeper sees the new generation before it blocks.
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+  call(ctx, 0);
+  const int workers = threads_ - 1;
+  for (int polls = 0; finished_.load(std::memory_order_acquire) != workers; ++polls) {
+    if (polls < kCallerSpins) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+uint32_t ThreadPool::AwaitGeneration(uint32_t seen) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    // Costs little when the core is ours alone; when other threads want it (a busy machine,
+    // more threads than cores) they get to run, possibly the one we are all waiting for.
+    std::this_thread::yield();
+  }
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  uint32_t g;
+  while ((g = generation_.load(std::memory_order_seq_cst)) == seen) {
+    generation_.wait(seen, std::memory_order_seq_cst);
+  }
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  return g;
+}
+
+void ThreadPool::WorkerLoop(int worker) {
+  uint32_t seen = 0;
+  for (;;) {
+    seen = AwaitGeneration(seen);
+    if (stop_) return;
+    job_call_(job_ctx_, worker);
+    finished_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+}  // namespace shardrun

@@ -1,0 +1,37 @@
+// Helpers shared by the tests: paths of the reference material, running the shardrun binary,
+// reading reference files.
+#ifndef SHARDRUN_TESTS_TEST_UTIL_H_
+#define SHARDRUN_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace shardrun::testing {
+
+// ../shared/<relative>.
+std::string SharedPath(const std::string& relative);
+
+struct CommandResult {
+  int exit_code = -1;  // 128 + signal when killed by a signal
+  std::string out;
+  std::string err;
+};
+// Runs the built shardrun executable with `args` (no shell), capturing stdout and stderr.
+CommandResult RunShardrun(const std::vector<std::string>& args);
+
+std::string ReadFile(const std::string& path);
+// "key: value" lines.
+std::map<std::string, std::string> ReadKeyValues(const std::string& path);
+// The comma-separated ids after "<key>: " in `text` (empty when the line is absent or empty).
+std::vector<int32_t> IdsAfter(const std::string& text, const std::string& key);
+// One float per line.
+std::vector<float> ReadFloats(const std::string& path);
+
+// A fresh directory under the test's temporary directory, removed by the caller if wanted.
+std::string MakeTempDir();
+
+}  // namespace shardrun::testing
+
+#endif  // SHARDRUN_TESTS_TEST_UTIL_H_
