@@ -168,12 +168,15 @@ void RegisterAll() {
   }
   // Prefill: 32 tokens through one 2048 x 2048 matrix.
   for (size_t t = 0; t < std::size(kTypes); ++t) {
-    const std::string name = std::string("MatMulBatch32/") +
-                             std::string(TensorTypeName(kTypes[t])) + "/2048x2048/threads:2";
-    benchmark::RegisterBenchmark(name.c_str(), BM_MatMul)
-        ->Args({static_cast<int64_t>(t), 2048, 2048, 2, 0, 32})
-        ->UseRealTime()
-        ->Unit(benchmark::kMicrosecond);
+    for (int threads : {1, 2}) {
+      const std::string name = std::string("MatMulBatch32/") +
+                               std::string(TensorTypeName(kTypes[t])) +
+                               "/2048x2048/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), BM_MatMul)
+          ->Args({static_cast<int64_t>(t), 2048, 2048, threads, 0, 32})
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
   }
   benchmark::RegisterBenchmark("PoolDispatch", BM_PoolDispatch)->Arg(1)->Arg(2)->UseRealTime();
 }

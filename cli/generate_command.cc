@@ -121,7 +121,8 @@ absl::Status RunGenerate(const GenerateFlags& flags) {
   int32_t prev = prompt[0];
   if (tok != nullptr) {
     for (size_t i = 1; i < prompt.size(); ++i) {
-      std::fputs(tok->DecodePiece(prompt[i - 1], prompt[i]).c_str(), stdout);
+      const std::string piece = tok->DecodePiece(prompt[i - 1], prompt[i]);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
     }
     prev = prompt.back();
   }
@@ -138,7 +139,8 @@ absl::Status RunGenerate(const GenerateFlags& flags) {
                                    token) != options.stop_tokens.end();
     if (!is_stop || options.ignore_stop) {
       if (tok != nullptr) {
-        std::fputs(tok->DecodePiece(prev, token).c_str(), stdout);
+        const std::string piece = tok->DecodePiece(prev, token);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
       } else {
         std::printf(" %d", token);
       }

@@ -1,4 +1,5 @@
 // `shardrun synth OUT.gguf`: writes a synthetic llama model of any shape and weight type.
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,14 @@ absl::StatusOr<SynthSpec> BuildSpec(const SynthFlags& flags, const CLI::App& cmd
   take("--rms-eps", spec.rms_eps, v.rms_eps, true);
   take("--experts", spec.n_experts, v.n_experts, true);
   take("--experts-used", spec.n_experts_used, v.n_experts_used, true);
+  if (cmd.count("--experts-used") == 0) {
+    // Follow --experts: dense has none; a MoE preset keeps its count, others use 2 (Mixtral).
+    if (spec.n_experts == 0) {
+      spec.n_experts_used = 0;
+    } else if (spec.n_experts_used == 0 || spec.n_experts_used > spec.n_experts) {
+      spec.n_experts_used = std::min(2, spec.n_experts);
+    }
+  }
   take("--seed", spec.seed, v.seed, false);
   take("--std", spec.std, v.std, false);
   if (flags.tied || flags.untied) {

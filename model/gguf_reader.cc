@@ -30,9 +30,9 @@ std::string Cat(const Args&... args) {
 
 using gguf::ValueType;
 
-#define GGUF_RETURN_IF_ERROR(expr)           \
-  do {                                       \
-    absl::Status gguf_status_ = (expr);      \
+#define GGUF_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    absl::Status gguf_status_ = (expr);          \
     if (!gguf_status_.ok()) return gguf_status_; \
   } while (0)
 
@@ -56,9 +56,9 @@ absl::Status Invalid(std::string_view file, const Args&... args) {
 }
 
 std::string_view ValueTypeName(uint32_t type) {
-  static constexpr std::string_view kNames[] = {"uint8",  "int8",   "uint16", "int16", "uint32",
-                                                "int32",  "float32", "bool",  "string", "array",
-                                                "uint64", "int64",  "float64"};
+  static constexpr std::string_view kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                                "int32",  "float32", "bool",   "string", "array",
+                                                "uint64", "int64",   "float64"};
   return type < std::size(kNames) ? kNames[type] : "unknown";
 }
 
@@ -67,16 +67,21 @@ size_t FixedSize(uint32_t type) {
   switch (static_cast<ValueType>(type)) {
     case ValueType::kUint8:
     case ValueType::kInt8:
-    case ValueType::kBool: return 1;
+    case ValueType::kBool:
+      return 1;
     case ValueType::kUint16:
-    case ValueType::kInt16: return 2;
+    case ValueType::kInt16:
+      return 2;
     case ValueType::kUint32:
     case ValueType::kInt32:
-    case ValueType::kFloat32: return 4;
+    case ValueType::kFloat32:
+      return 4;
     case ValueType::kUint64:
     case ValueType::kInt64:
-    case ValueType::kFloat64: return 8;
-    default: return 0;
+    case ValueType::kFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -136,8 +141,8 @@ class Reader {
     uint64_t length;
     GGUF_RETURN_IF_ERROR(Read(&length, what));
     if (length > remaining()) {
-      return Error("truncated at byte ", pos_, ": ", what, " has length ", length,
-                   ", but only ", remaining(), " bytes remain");
+      return Error("truncated at byte ", pos_, ": ", what, " has length ", length, ", but only ",
+                   remaining(), " bytes remain");
     }
     *out = std::string_view(reinterpret_cast<const char*>(data_ + pos_), length);
     pos_ += length;
@@ -178,25 +183,32 @@ std::optional<int64_t> AsInt(const Value& v) {
   switch (static_cast<ValueType>(v.type)) {
     case ValueType::kUint8:
     case ValueType::kUint16:
-    case ValueType::kUint32: return static_cast<int64_t>(v.u);
+    case ValueType::kUint32:
+      return static_cast<int64_t>(v.u);
     case ValueType::kUint64:
       if (v.u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
       return static_cast<int64_t>(v.u);
     case ValueType::kInt8:
     case ValueType::kInt16:
     case ValueType::kInt32:
-    case ValueType::kInt64: return v.i;
-    default: return std::nullopt;
+    case ValueType::kInt64:
+      return v.i;
+    default:
+      return std::nullopt;
   }
 }
 
 std::string ValueString(const Value& v) {
   switch (static_cast<ValueType>(v.type)) {
     case ValueType::kFloat32:
-    case ValueType::kFloat64: return Cat(v.f);
-    case ValueType::kBool: return v.u ? "true" : "false";
-    case ValueType::kString: return Shown(v.s);
-    case ValueType::kArray: return Cat("[", v.count, " values]");
+    case ValueType::kFloat64:
+      return Cat(v.f);
+    case ValueType::kBool:
+      return v.u ? "true" : "false";
+    case ValueType::kString:
+      return Shown(v.s);
+    case ValueType::kArray:
+      return Cat("[", v.count, " values]");
     default: {
       if (std::optional<int64_t> i = AsInt(v)) return Cat(*i);
       return Cat(v.u);  // a uint64 above INT64_MAX
@@ -219,8 +231,8 @@ absl::Status SkipArray(Reader& r, uint32_t element_type, uint64_t count, int dep
   switch (static_cast<ValueType>(element_type)) {
     case ValueType::kString: {
       if (count > r.remaining() / kMinStringBytes) {
-        return r.Error("truncated at byte ", r.pos(), ": array of ", count,
-                       " strings, but only ", r.remaining(), " bytes remain");
+        return r.Error("truncated at byte ", r.pos(), ": array of ", count, " strings, but only ",
+                       r.remaining(), " bytes remain");
       }
       std::string_view s;
       for (uint64_t i = 0; i < count; ++i) {
@@ -230,8 +242,8 @@ absl::Status SkipArray(Reader& r, uint32_t element_type, uint64_t count, int dep
     }
     case ValueType::kArray: {
       if (count > r.remaining() / kMinArrayBytes) {
-        return r.Error("truncated at byte ", r.pos(), ": array of ", count,
-                       " arrays, but only ", r.remaining(), " bytes remain");
+        return r.Error("truncated at byte ", r.pos(), ": array of ", count, " arrays, but only ",
+                       r.remaining(), " bytes remain");
       }
       for (uint64_t i = 0; i < count; ++i) {
         uint32_t inner_type;
@@ -286,15 +298,18 @@ absl::Status ReadValue(Reader& r, uint32_t type, Value* v) {
       v->i = x;
       return absl::OkStatus();
     }
-    case ValueType::kUint64: return r.Read(&v->u, "uint64 value");
-    case ValueType::kInt64: return r.Read(&v->i, "int64 value");
+    case ValueType::kUint64:
+      return r.Read(&v->u, "uint64 value");
+    case ValueType::kInt64:
+      return r.Read(&v->i, "int64 value");
     case ValueType::kFloat32: {
       float x;
       GGUF_RETURN_IF_ERROR(r.Read(&x, "float32 value"));
       v->f = x;
       return absl::OkStatus();
     }
-    case ValueType::kFloat64: return r.Read(&v->f, "float64 value");
+    case ValueType::kFloat64:
+      return r.Read(&v->f, "float64 value");
     case ValueType::kBool: {
       uint8_t x;
       GGUF_RETURN_IF_ERROR(r.Read(&x, "bool value"));
@@ -302,7 +317,8 @@ absl::Status ReadValue(Reader& r, uint32_t type, Value* v) {
       v->u = x;
       return absl::OkStatus();
     }
-    case ValueType::kString: return r.ReadString(&v->s, "string value");
+    case ValueType::kString:
+      return r.ReadString(&v->s, "string value");
     case ValueType::kArray: {
       GGUF_RETURN_IF_ERROR(r.Read(&v->element_type, "array element type"));
       GGUF_RETURN_IF_ERROR(r.Read(&v->count, "array length"));
@@ -323,8 +339,7 @@ struct TensorInfo {
 absl::Status ReadTensorInfo(Reader& r, std::string_view file, uint64_t index, TensorInfo* info) {
   r.set_context(Cat("tensor info ", index));
   GGUF_RETURN_IF_ERROR(r.ReadString(&info->name, "name"));
-  if (info->name.empty() || info->name.size() > kMaxNameBytes ||
-      !IsPrintableAscii(info->name)) {
+  if (info->name.empty() || info->name.size() > kMaxNameBytes || !IsPrintableAscii(info->name)) {
     return r.Error("tensor name \"", Shown(info->name), "\" is not 1 to ", kMaxNameBytes,
                    " printable ASCII characters");
   }
@@ -362,7 +377,8 @@ class Metadata {
       : file_(file), data_(data), size_(size) {}
 
   absl::Status Add(std::string_view key, Value value) {
-    if (!values_.emplace(Piece(key), value).second) return Invalid(file_, "duplicate metadata key ", key);
+    if (!values_.emplace(Piece(key), value).second)
+      return Invalid(file_, "duplicate metadata key ", key);
     return absl::OkStatus();
   }
   const Value* Find(std::string_view key) const {
@@ -456,11 +472,11 @@ class Metadata {
 };
 
 // Evaluates a StatusOr-returning call into `lhs`, returning its error.
-#define GGUF_ASSIGN_OR_RETURN(lhs, expr)   \
-  do {                                     \
-    auto gguf_value_ = (expr);             \
+#define GGUF_ASSIGN_OR_RETURN(lhs, expr)                \
+  do {                                                  \
+    auto gguf_value_ = (expr);                          \
     if (!gguf_value_.ok()) return gguf_value_.status(); \
-    lhs = *std::move(gguf_value_);         \
+    lhs = *std::move(gguf_value_);                      \
   } while (0)
 
 absl::Status ReadConfig(const Metadata& kv, const ModelFile& model, ModelConfig* c) {
@@ -483,8 +499,7 @@ absl::Status ReadConfig(const Metadata& kv, const ModelFile& model, ModelConfig*
   c->n_kv_heads = *kv_heads;
   GGUF_ASSIGN_OR_RETURN(c->context_length, kv.RequiredInt("llama.context_length"));
   GGUF_ASSIGN_OR_RETURN(c->rope_freq_base, kv.Float("llama.rope.freq_base", 10000.0f));
-  GGUF_ASSIGN_OR_RETURN(c->rms_norm_eps,
-                        kv.Float("llama.attention.layer_norm_rms_epsilon", 1e-5f));
+  GGUF_ASSIGN_OR_RETURN(c->rms_norm_eps, kv.Float("llama.attention.layer_norm_rms_epsilon", 1e-5f));
   std::optional<int> experts, experts_used;
   GGUF_ASSIGN_OR_RETURN(experts, kv.Int("llama.expert_count", 0));
   GGUF_ASSIGN_OR_RETURN(experts_used, kv.Int("llama.expert_used_count", 0));
@@ -501,8 +516,9 @@ absl::Status ReadConfig(const Metadata& kv, const ModelFile& model, ModelConfig*
                embd && embd->shape.size() >= 2) {
       vocab = static_cast<int>(std::min<int64_t>(embd->shape[1], INT_MAX));
     } else {
-      return Invalid(file, "cannot tell the vocabulary size: no llama.vocab_size, "
-                           "tokenizer.ggml.tokens or token_embd.weight");
+      return Invalid(file,
+                     "cannot tell the vocabulary size: no llama.vocab_size, "
+                     "tokenizer.ggml.tokens or token_embd.weight");
     }
   }
   c->vocab_size = *vocab;
@@ -528,8 +544,8 @@ absl::StatusOr<std::optional<Vocabulary>> ReadVocabulary(const Metadata& kv, std
                    "\" is not supported; shardrun reads llama (SentencePiece) vocabularies");
   }
   const Value* tokens;
-  GGUF_ASSIGN_OR_RETURN(tokens, kv.Array("tokenizer.ggml.tokens", {ValueType::kString},
-                                         "an array of strings"));
+  GGUF_ASSIGN_OR_RETURN(
+      tokens, kv.Array("tokenizer.ggml.tokens", {ValueType::kString}, "an array of strings"));
   if (tokens == nullptr) return Invalid(file, "missing metadata key tokenizer.ggml.tokens");
   // Checked before reading so that the pieces allocated are bounded by the model's size.
   if (tokens->count != static_cast<uint64_t>(vocab_size)) {
@@ -545,11 +561,10 @@ absl::StatusOr<std::optional<Vocabulary>> ReadVocabulary(const Metadata& kv, std
   }
 
   const Value* scores;
-  GGUF_ASSIGN_OR_RETURN(scores, kv.Array("tokenizer.ggml.scores", {ValueType::kFloat32},
-                                         "an array of float32"));
+  GGUF_ASSIGN_OR_RETURN(
+      scores, kv.Array("tokenizer.ggml.scores", {ValueType::kFloat32}, "an array of float32"));
   if (scores != nullptr && scores->count != n) {
-    return Invalid(file, "tokenizer.ggml.scores has ", scores->count, " values for ", n,
-                   " tokens");
+    return Invalid(file, "tokenizer.ggml.scores has ", scores->count, " values for ", n, " tokens");
   }
   vocab.scores.resize(n, 0.0f);
   for (uint64_t i = 0; scores != nullptr && i < n; ++i) {
@@ -557,9 +572,9 @@ absl::StatusOr<std::optional<Vocabulary>> ReadVocabulary(const Metadata& kv, std
   }
 
   const Value* types;
-  GGUF_ASSIGN_OR_RETURN(types, kv.Array("tokenizer.ggml.token_type",
-                                        {ValueType::kInt32, ValueType::kUint32},
-                                        "an array of int32"));
+  GGUF_ASSIGN_OR_RETURN(
+      types, kv.Array("tokenizer.ggml.token_type", {ValueType::kInt32, ValueType::kUint32},
+                      "an array of int32"));
   if (types != nullptr && types->count != n) {
     return Invalid(file, "tokenizer.ggml.token_type has ", types->count, " values for ", n,
                    " tokens");
@@ -589,7 +604,7 @@ absl::StatusOr<std::optional<Vocabulary>> ReadVocabulary(const Metadata& kv, std
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelFile>> ReadGguf(std::string_view name, const uint8_t* data,
-                                                   size_t size) {
+                                                    size_t size) {
   Reader r(name, data, size);
   uint32_t magic, version;
   uint64_t tensor_count, kv_count;

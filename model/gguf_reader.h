@@ -16,7 +16,7 @@ namespace shardrun {
 // validates it as a llama model. Only headers are read: tensor views point into `data`, which
 // must outlive the result. `name` names the file in error messages.
 absl::StatusOr<std::unique_ptr<ModelFile>> ReadGguf(std::string_view name, const uint8_t* data,
-                                                   size_t size);
+                                                    size_t size);
 
 }  // namespace shardrun
 

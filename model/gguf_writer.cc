@@ -24,7 +24,9 @@ constexpr std::string_view kAlignmentKey = "general.alignment";
 // Debian's abseil has its own string_view type, which StrCat does not take std's for.
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-uint64_t AlignUp(uint64_t n, uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+uint64_t AlignUp(uint64_t n, uint64_t alignment) {
+  return (n + alignment - 1) / alignment * alignment;
+}
 
 template <typename T>
 void AppendRaw(std::string& out, T value) {
@@ -68,8 +70,8 @@ absl::Status IoError(std::string_view what, const std::string& path) {
 
 absl::Status GgufTensorSink::Write(const void* data, size_t size) {
   if (size > expected_ - written_) {
-    return absl::InternalError(absl::StrCat(*path_, ": tensor ", *tensor_, " produced more than its ",
-                                            expected_, " bytes"));
+    return absl::InternalError(absl::StrCat(*path_, ": tensor ", *tensor_,
+                                            " produced more than its ", expected_, " bytes"));
   }
   if (size > 0 && std::fwrite(data, 1, size, file_) != size) {
     return IoError(absl::StrCat("writing tensor ", *tensor_), *path_);
@@ -174,8 +176,8 @@ void GgufWriter::SetArray(std::string_view key, std::span<const std::string> val
 absl::Status GgufWriter::AddTensor(std::string name, TensorType type, std::vector<int64_t> shape,
                                    TensorDataFn data) {
   if (name.empty() || name.size() > kMaxTensorName) {
-    return absl::InvalidArgumentError(absl::StrCat("GGUF tensor name \"", name, "\" must have 1 to ",
-                                                   kMaxTensorName, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF tensor name \"", name, "\" must have 1 to ", kMaxTensorName, " bytes"));
   }
   if (tensor_index_.contains(name)) {
     return absl::InvalidArgumentError(absl::StrCat("GGUF tensor ", name, " added twice"));
@@ -199,15 +201,16 @@ absl::Status GgufWriter::AddTensor(std::string name, TensorType type, std::vecto
     elements *= d;
   }
   if (shape[0] % BlockElements(type) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GGUF tensor ", name, ": rows of ", shape[0], " values cannot be stored as ",
-        Sv(TensorTypeName(type)), " (blocks of ", BlockElements(type), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF tensor ", name, ": rows of ", shape[0], " values cannot be stored as ",
+                     Sv(TensorTypeName(type)), " (blocks of ", BlockElements(type), ")"));
   }
   const size_t bytes = TensorBytes(type, elements);
   const uint64_t offset = data_bytes_;
   data_bytes_ = AlignUp(offset + bytes, alignment_);
   tensor_index_.emplace(name, tensors_.size());
-  tensors_.push_back(Tensor{std::move(name), type, std::move(shape), bytes, offset, std::move(data)});
+  tensors_.push_back(
+      Tensor{std::move(name), type, std::move(shape), bytes, offset, std::move(data)});
   return absl::OkStatus();
 }
 
@@ -215,10 +218,9 @@ absl::Status GgufWriter::AddTensor(std::string name, TensorType type, std::vecto
                                    std::span<const uint8_t> bytes) {
   auto copy = std::make_shared<std::vector<uint8_t>>(bytes.begin(), bytes.end());
   const std::string tensor_name = name;
-  absl::Status status = AddTensor(std::move(name), type, std::move(shape),
-                                  [copy](GgufTensorSink& sink) {
-                                    return sink.Write(copy->data(), copy->size());
-                                  });
+  absl::Status status =
+      AddTensor(std::move(name), type, std::move(shape),
+                [copy](GgufTensorSink& sink) { return sink.Write(copy->data(), copy->size()); });
   if (!status.ok()) return status;
   const Tensor& added = tensors_.back();
   if (added.bytes != copy->size()) {
@@ -269,7 +271,6 @@ absl::Status GgufWriter::WriteTo(std::FILE* file, const std::string& path) const
     return IoError("writing the GGUF header", path);
   }
   const std::vector<char> padding(alignment_, '\0');
-  uint64_t position = 0;  // within the data section
   for (const Tensor& t : tensors_) {
     GgufTensorSink sink(file, &path, &t.name, t.bytes);
     if (absl::Status status = t.data(sink); !status.ok()) return status;
@@ -278,12 +279,12 @@ absl::Status GgufWriter::WriteTo(std::FILE* file, const std::string& path) const
                                               t.bytes - sink.remaining(), " of its ", t.bytes,
                                               " bytes"));
     }
-    position = t.offset + t.bytes;
-    const uint64_t pad = AlignUp(position, alignment_) - position;
+    // Every tensor, the last included, is padded to the alignment (as ggml writes them).
+    const uint64_t end = t.offset + t.bytes;
+    const uint64_t pad = AlignUp(end, alignment_) - end;
     if (pad > 0 && std::fwrite(padding.data(), 1, pad, file) != pad) {
       return IoError("writing tensor padding", path);
     }
-    position += pad;
   }
   if (std::fflush(file) != 0) return IoError("flushing", path);
   return absl::OkStatus();
@@ -291,8 +292,8 @@ absl::Status GgufWriter::WriteTo(std::FILE* file, const std::string& path) const
 
 absl::Status GgufWriter::Write(const std::string& path) const {
   if (alignment_ < 8 || !std::has_single_bit(alignment_)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": GGUF alignment ", alignment_, " must be a power of two of at least 8"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": GGUF alignment ", alignment_,
+                                                   " must be a power of two of at least 8"));
   }
   if (metadata_index_.contains(std::string(kAlignmentKey))) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -33,7 +33,7 @@ static_assert(sizeof(Header) == kLlama2cLegacyHeaderBytes);
 constexpr size_t kVersionOffset = 4;
 constexpr size_t kConfigOffset = 8;
 constexpr size_t kSharedClassifierOffset = kConfigOffset + sizeof(Header);  // 36
-constexpr size_t kGroupSizeOffset = kSharedClassifierOffset + 1;           // 37, version 2
+constexpr size_t kGroupSizeOffset = kSharedClassifierOffset + 1;            // 37, version 2
 
 template <typename... Args>
 absl::Status Invalid(std::string_view file, const Args&... args) {
@@ -64,7 +64,8 @@ class Layout {
     items_.push_back({std::move(name), std::move(shape), type, 0});
   }
   void AddPerLayer(std::string_view suffix, const std::vector<int64_t>& shape, TensorType type) {
-    for (int layer = 0; layer < n_layers_; ++layer) Add(LayerTensorName(layer, suffix), shape, type);
+    for (int layer = 0; layer < n_layers_; ++layer)
+      Add(LayerTensorName(layer, suffix), shape, type);
   }
   // Bytes the readers pass over (legacy files' precomputed RoPE tables).
   void Skip(uint64_t bytes) {
@@ -123,17 +124,17 @@ ModelConfig ConfigFrom(const Header& h) {
 }
 
 std::string Describe(const ModelConfig& c) {
-  return Cat("dim ", c.dim, ", hidden_dim ", c.hidden_dim, ", ", c.n_layers,
-                      " layers, ", c.n_heads, " heads, ", c.n_kv_heads, " KV heads, vocab ",
-                      c.vocab_size, c.tied_output ? " (shared classifier)" : " (own classifier)",
-                      ", seq_len ", c.context_length);
+  return Cat("dim ", c.dim, ", hidden_dim ", c.hidden_dim, ", ", c.n_layers, " layers, ", c.n_heads,
+             " heads, ", c.n_kv_heads, " KV heads, vocab ", c.vocab_size,
+             c.tied_output ? " (shared classifier)" : " (own classifier)", ", seq_len ",
+             c.context_length);
 }
 
 absl::Status CheckSize(std::string_view file, const ModelConfig& c, std::string_view extra,
                        uint64_t expected, uint64_t actual) {
   if (actual == expected) return absl::OkStatus();
-  const std::string says = Cat("header says ", Describe(c), extra, ", which needs ",
-                                        expected, " bytes; the file has ", actual, " bytes");
+  const std::string says = Cat("header says ", Describe(c), extra, ", which needs ", expected,
+                               " bytes; the file has ", actual, " bytes");
   if (actual < expected) return Invalid(file, "truncated: ", says);
   return Invalid(file, "size mismatch: ", says, " (", actual - expected, " too many)");
 }
@@ -154,8 +155,8 @@ void AddFeedForward(Layout& layout, const ModelConfig& c, TensorType type) {
 }
 
 absl::StatusOr<std::unique_ptr<ModelFile>> Finish(std::unique_ptr<ModelFile> model,
-                                                 const Layout& layout, const uint8_t* data,
-                                                 uint64_t start) {
+                                                  const Layout& layout, const uint8_t* data,
+                                                  uint64_t start) {
   if (absl::Status s = layout.AddTo(*model, data, start); !s.ok()) return s;
   if (absl::Status s = ValidateLlamaModel(*model); !s.ok()) return s;
   return model;
@@ -165,7 +166,7 @@ absl::StatusOr<std::unique_ptr<ModelFile>> Finish(std::unique_ptr<ModelFile> mod
 // (each for all layers), rms_final, the unused freq_cis_real/imag tables and, if vocab_size
 // is negative, the classifier.
 absl::StatusOr<std::unique_ptr<ModelFile>> ReadLegacy(std::string_view name, const uint8_t* data,
-                                                     size_t size) {
+                                                      size_t size) {
   if (size < kLlama2cLegacyHeaderBytes) {
     return Invalid(name, "truncated or not a model: ", size,
                    " bytes, too few for a llama2.c header (", kLlama2cLegacyHeaderBytes,
@@ -180,8 +181,8 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ReadLegacy(std::string_view name, con
   c.vocab_size = h.vocab_size < 0 ? -h.vocab_size : h.vocab_size;
   if (absl::Status s = ValidateLlamaConfig(
           Cat(name,
-                       ": legacy llama2.c header (the file starts with neither \"GGUF\" nor "
-                       "\"ak42\")"),
+              ": legacy llama2.c header (the file starts with neither \"GGUF\" nor "
+              "\"ak42\")"),
           c);
       !s.ok()) {
     return s;
@@ -216,8 +217,8 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ReadLegacy(std::string_view name, con
 
 // export.py's versions: a 256-byte header (magic, version, Config, shared_classifier byte and,
 // in version 2, the group size), then the norms first and the matrices after them.
-absl::StatusOr<std::unique_ptr<ModelFile>> ReadVersioned(std::string_view name,
-                                                        const uint8_t* data, size_t size) {
+absl::StatusOr<std::unique_ptr<ModelFile>> ReadVersioned(std::string_view name, const uint8_t* data,
+                                                         size_t size) {
   if (size < kConfigOffset) {
     return Invalid(name, "truncated: ", size, " bytes of a ", kLlama2cHeaderBytes,
                    "-byte llama2.c header");
@@ -246,11 +247,10 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ReadVersioned(std::string_view name,
       return Invalid(header_name, "group size ", group_size, " must be positive");
     }
     // Every weight row has dim or hidden_dim values; a group must not straddle two rows.
-    for (const auto& [what, n] : {std::pair<std::string_view, int>{"dim", c.dim},
-                                  {"hidden_dim", c.hidden_dim}}) {
+    for (const auto& [what, n] :
+         {std::pair<std::string_view, int>{"dim", c.dim}, {"hidden_dim", c.hidden_dim}}) {
       if (n % group_size != 0) {
-        return Invalid(header_name, "group size ", group_size, " does not divide ", what, " ",
-                       n);
+        return Invalid(header_name, "group size ", group_size, " does not divide ", what, " ", n);
       }
     }
   }
@@ -284,8 +284,8 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ReadVersioned(std::string_view name,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelFile>> ReadLlama2c(std::string_view name,
-                                                      const uint8_t* data, size_t size) {
+absl::StatusOr<std::unique_ptr<ModelFile>> ReadLlama2c(std::string_view name, const uint8_t* data,
+                                                       size_t size) {
   if (size >= sizeof(uint32_t) && Load<uint32_t>(data, 0) == kLlama2cMagic) {
     return ReadVersioned(name, data, size);
   }

@@ -22,8 +22,8 @@ inline constexpr size_t kLlama2cHeaderBytes = 256;  // versions 1 and 2, zero pa
 // with kLlama2cMagic, else legacy. The file size must be exactly what the header implies.
 // Tensor views point into `data`, which must outlive the result; `name` names the file in
 // error messages.
-absl::StatusOr<std::unique_ptr<ModelFile>> ReadLlama2c(std::string_view name,
-                                                      const uint8_t* data, size_t size);
+absl::StatusOr<std::unique_ptr<ModelFile>> ReadLlama2c(std::string_view name, const uint8_t* data,
+                                                       size_t size);
 
 }  // namespace shardrun
 

@@ -53,12 +53,17 @@ absl::Status CheckRange(std::string_view file, std::string_view what, int64_t va
 // refused rather than copied.
 size_t RequiredAlignment(TensorType type) {
   switch (type) {
-    case TensorType::kF32: return alignof(float);
+    case TensorType::kF32:
+      return alignof(float);
     case TensorType::kF16:
-    case TensorType::kBF16: return alignof(uint16_t);
-    case TensorType::kQ8_0: return alignof(BlockQ8_0);
-    case TensorType::kQ4_0: return alignof(BlockQ4_0);
-    case TensorType::kQ8Group: return alignof(int8_t);
+    case TensorType::kBF16:
+      return alignof(uint16_t);
+    case TensorType::kQ8_0:
+      return alignof(BlockQ8_0);
+    case TensorType::kQ4_0:
+      return alignof(BlockQ4_0);
+    case TensorType::kQ8Group:
+      return alignof(int8_t);
   }
   return 1;
 }
@@ -86,7 +91,8 @@ int64_t LayerOf(std::string_view name) {
   name.remove_prefix(4);
   const size_t dot = name.find('.');
   int64_t layer;
-  if (dot == std::string_view::npos || !absl::SimpleAtoi(Piece(name.substr(0, dot)), &layer)) return -1;
+  if (dot == std::string_view::npos || !absl::SimpleAtoi(Piece(name.substr(0, dot)), &layer))
+    return -1;
   return layer;
 }
 
@@ -114,10 +120,14 @@ absl::Status ValidateVocabulary(std::string_view file, const Vocabulary& vocab, 
 
 std::string_view ModelFormatName(ModelFormat format) {
   switch (format) {
-    case ModelFormat::kGguf: return "gguf";
-    case ModelFormat::kLlama2cLegacy: return "llama2.c legacy";
-    case ModelFormat::kLlama2cV1: return "llama2.c version 1";
-    case ModelFormat::kLlama2cV2: return "llama2.c version 2";
+    case ModelFormat::kGguf:
+      return "gguf";
+    case ModelFormat::kLlama2cLegacy:
+      return "llama2.c legacy";
+    case ModelFormat::kLlama2cV1:
+      return "llama2.c version 1";
+    case ModelFormat::kLlama2cV2:
+      return "llama2.c version 2";
   }
   return "unknown";
 }
@@ -158,9 +168,9 @@ const TensorView* ModelFile::Find(std::string_view name) const {
 }
 
 absl::StatusOr<uint64_t> ModelFile::AddTensor(std::string name, TensorType type,
-                                              std::vector<int64_t> shape,
-                                              const uint8_t* file_data, uint64_t offset,
-                                              int group_size, uint64_t scales_offset) {
+                                              std::vector<int64_t> shape, const uint8_t* file_data,
+                                              uint64_t offset, int group_size,
+                                              uint64_t scales_offset) {
   if (index_.contains(name)) return Invalid(path_, "duplicate tensor name ", name);
   if (shape.empty() || shape.size() > 4) {
     return Invalid(path_, "tensor ", name, " has ", shape.size(),
@@ -194,8 +204,9 @@ absl::StatusOr<uint64_t> ModelFile::AddTensor(std::string name, TensorType type,
   }
   const size_t alignment = RequiredAlignment(type);
   if (reinterpret_cast<uintptr_t>(file_data + offset) % alignment != 0) {
-    return Invalid(path_, "tensor ", name, " data at offset ", offset, " is misaligned: ",
-                   TensorTypeName(type), " data must be aligned to ", alignment, " bytes");
+    return Invalid(path_, "tensor ", name, " data at offset ", offset,
+                   " is misaligned: ", TensorTypeName(type), " data must be aligned to ", alignment,
+                   " bytes");
   }
   TensorView view;
   view.name = std::move(name);
@@ -256,8 +267,7 @@ absl::Status ValidateLlamaConfig(std::string_view file, const ModelConfig& c) {
     return Invalid(file, "dim ", c.dim, " is not a multiple of n_heads ", c.n_heads);
   }
   if (c.n_heads % c.n_kv_heads != 0) {
-    return Invalid(file, "n_heads ", c.n_heads, " is not a multiple of n_kv_heads ",
-                   c.n_kv_heads);
+    return Invalid(file, "n_heads ", c.n_heads, " is not a multiple of n_kv_heads ", c.n_kv_heads);
   }
   if (c.head_size() % 2 != 0) {
     return Invalid(file, "head size ", c.head_size(), " (dim ", c.dim, " / n_heads ", c.n_heads,
@@ -267,9 +277,8 @@ absl::Status ValidateLlamaConfig(std::string_view file, const ModelConfig& c) {
     return Invalid(file, "n_experts_used is ", c.n_experts_used, " but the model has no experts");
   }
   if (c.n_experts > 0) {
-    if (absl::Status s =
-            CheckRange(file, "n_experts_used (experts per token)", c.n_experts_used, 1,
-                       c.n_experts);
+    if (absl::Status s = CheckRange(file, "n_experts_used (experts per token)", c.n_experts_used, 1,
+                                    c.n_experts);
         !s.ok()) {
       return s;
     }
@@ -295,7 +304,7 @@ absl::Status ValidateLlamaModel(const ModelFile& model) {
   const int64_t experts = c.n_experts;
   const std::string implied =
       Cat("dim ", dim, ", hidden_dim ", hidden, ", kv_dim ", kv_dim, ", vocab ", vocab,
-                   experts > 0 ? Cat(", ", experts, " experts") : "");
+          experts > 0 ? Cat(", ", experts, " experts") : "");
   auto expect = [&](const std::string& name, std::vector<int64_t> shape,
                     bool is_norm) -> absl::Status {
     const TensorView* t = model.Find(name);
@@ -328,9 +337,9 @@ absl::Status ValidateLlamaModel(const ModelFile& model) {
   for (int layer = 0; layer < c.n_layers; ++layer) {
     auto name = [layer](std::string_view suffix) { return LayerTensorName(layer, suffix); };
     std::vector<std::tuple<std::string, std::vector<int64_t>, bool>> tensors = {
-        {name("attn_norm"), {dim}, true},           {name("attn_q"), {dim, dim}, false},
-        {name("attn_k"), {dim, kv_dim}, false},     {name("attn_v"), {dim, kv_dim}, false},
-        {name("attn_output"), {dim, dim}, false},   {name("ffn_norm"), {dim}, true},
+        {name("attn_norm"), {dim}, true},         {name("attn_q"), {dim, dim}, false},
+        {name("attn_k"), {dim, kv_dim}, false},   {name("attn_v"), {dim, kv_dim}, false},
+        {name("attn_output"), {dim, dim}, false}, {name("ffn_norm"), {dim}, true},
     };
     if (experts > 0) {
       tensors.push_back({name("ffn_gate_inp"), {dim, experts}, false});
@@ -341,8 +350,8 @@ absl::Status ValidateLlamaModel(const ModelFile& model) {
       tensors.push_back({name("ffn_gate"), {dim, hidden}, false});
       tensors.push_back({name("ffn_down"), {hidden, dim}, false});
       tensors.push_back({name("ffn_up"), {dim, hidden}, false});
-      for (std::string_view moe : {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps",
-                                   "ffn_down_exps"}) {
+      for (std::string_view moe :
+           {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"}) {
         if (model.Find(name(moe)) != nullptr) {
           return Invalid(file, "has expert tensor ", name(moe),
                          " but the hyperparameters declare no experts");

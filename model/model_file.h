@@ -37,7 +37,7 @@ class ModelFile {
   static absl::StatusOr<std::unique_ptr<ModelFile>> Open(const std::string& path);
   // Parses a model held in memory (used by the fuzzers); `bytes` must outlive the result.
   static absl::StatusOr<std::unique_ptr<ModelFile>> Parse(std::string_view name,
-                                                         const uint8_t* data, size_t size);
+                                                          const uint8_t* data, size_t size);
 
   ModelFormat format() const { return format_; }
   const std::string& path() const { return path_; }
@@ -66,8 +66,8 @@ class ModelFile {
   // per `group_size` values) start at `scales_offset`. Returns the bytes it occupies in the
   // file (values plus scales).
   absl::StatusOr<uint64_t> AddTensor(std::string name, TensorType type, std::vector<int64_t> shape,
-                                     const uint8_t* file_data, uint64_t offset,
-                                     int group_size = 0, uint64_t scales_offset = 0);
+                                     const uint8_t* file_data, uint64_t offset, int group_size = 0,
+                                     uint64_t scales_offset = 0);
 
  private:
   ModelFormat format_;

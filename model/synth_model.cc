@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
 #include <map>
 #include <thread>
 #include <unordered_set>
@@ -92,7 +92,8 @@ void NormalPair(uint32_t hi, uint32_t lo, float& z0, float& z1) {
       kHalfPi;
   const float x2 = x * x;
   const float sin_x =
-      x * (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880)))));
+      x *
+      (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880)))));
   const float cos_x =
       1.0f +
       x2 * (-1.0f / 2 +
@@ -144,32 +145,45 @@ constexpr std::string_view kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's 
 // models are mostly prompted with "Once upon a time"). Byte-pair merges learnt from them give
 // word-like pieces, so English text encodes into a few tokens per word as with a real model.
 constexpr std::string_view kWords[] = {
-    "the", "and", "a", "to", "was", "he", "she", "it", "of", "in", "you", "they", "said",
-    "her", "his", "with", "that", "on", "for", "is", "I", "The", "day", "one", "big", "had",
-    "were", "play", "little", "not", "but", "so", "at", "time", "happy", "Once", "upon",
-    "there", "friend", "friends", "all", "very", "saw", "be", "we", "have", "what", "can",
-    "went", "mom", "them", "do", "want", "wanted", "like", "loved", "are", "this", "up",
-    "He", "She", "They", "It", "One", "Lily", "Tom", "Ben", "Sue", "from", "an", "as", "by",
-    "or", "will", "would", "could", "their", "out", "about", "if", "which", "when", "who",
-    "make", "made", "go", "see", "look", "looked", "know", "get", "got", "come", "came",
-    "think", "thought", "take", "took", "good", "new", "first", "last", "long", "great",
-    "old", "own", "other", "right", "small", "large", "next", "young", "important", "few",
-    "public", "bad", "same", "able", "people", "year", "way", "thing", "things", "man",
-    "woman", "child", "children", "world", "life", "hand", "part", "place", "case", "week",
-    "work", "home", "house", "room", "tree", "park", "ball", "dog", "cat", "bird", "fish",
-    "sun", "sky", "water", "food", "toy", "toys", "car", "box", "door", "garden", "flower",
-    "flowers", "girl", "boy", "named", "lived", "found", "started", "asked", "smiled",
-    "laughed", "played", "jumped", "ran", "help", "helped", "say", "tell", "told", "give",
-    "gave", "find", "try", "tried", "feel", "felt", "sad", "scared", "kind", "nice", "fun",
-    "funny", "pretty", "red", "blue", "green", "yellow", "bright", "dark", "warm", "cold",
-    "fast", "slow", "high", "down", "into", "over", "under", "again", "then", "after",
-    "before", "because", "every", "some", "many", "more", "most", "much", "no", "yes", "too",
-    "also", "just", "now", "how", "why", "where", "here", "only", "even", "back", "well",
-    "way", "never", "always", "together", "something", "nothing", "everyone", "anything",
-    "mother", "father", "brother", "sister", "family", "teacher", "school", "story", "idea",
-    "learn", "learned", "share", "shared", "love", "heart", "hug", "eat", "ate", "sleep",
-    "walk", "walked", "run", "open", "opened", "close", "closed", "turn", "turned", "ending",
-    "thing", "nation", "question", "information", "beautiful", "different", "interesting",
+    "the",         "and",       "a",         "to",          "was",     "he",     "she",
+    "it",          "of",        "in",        "you",         "they",    "said",   "her",
+    "his",         "with",      "that",      "on",          "for",     "is",     "I",
+    "The",         "day",       "one",       "big",         "had",     "were",   "play",
+    "little",      "not",       "but",       "so",          "at",      "time",   "happy",
+    "Once",        "upon",      "there",     "friend",      "friends", "all",    "very",
+    "saw",         "be",        "we",        "have",        "what",    "can",    "went",
+    "mom",         "them",      "do",        "want",        "wanted",  "like",   "loved",
+    "are",         "this",      "up",        "He",          "She",     "They",   "It",
+    "One",         "Lily",      "Tom",       "Ben",         "Sue",     "from",   "an",
+    "as",          "by",        "or",        "will",        "would",   "could",  "their",
+    "out",         "about",     "if",        "which",       "when",    "who",    "make",
+    "made",        "go",        "see",       "look",        "looked",  "know",   "get",
+    "got",         "come",      "came",      "think",       "thought", "take",   "took",
+    "good",        "new",       "first",     "last",        "long",    "great",  "old",
+    "own",         "other",     "right",     "small",       "large",   "next",   "young",
+    "important",   "few",       "public",    "bad",         "same",    "able",   "people",
+    "year",        "way",       "thing",     "things",      "man",     "woman",  "child",
+    "children",    "world",     "life",      "hand",        "part",    "place",  "case",
+    "week",        "work",      "home",      "house",       "room",    "tree",   "park",
+    "ball",        "dog",       "cat",       "bird",        "fish",    "sun",    "sky",
+    "water",       "food",      "toy",       "toys",        "car",     "box",    "door",
+    "garden",      "flower",    "flowers",   "girl",        "boy",     "named",  "lived",
+    "found",       "started",   "asked",     "smiled",      "laughed", "played", "jumped",
+    "ran",         "help",      "helped",    "say",         "tell",    "told",   "give",
+    "gave",        "find",      "try",       "tried",       "feel",    "felt",   "sad",
+    "scared",      "kind",      "nice",      "fun",         "funny",   "pretty", "red",
+    "blue",        "green",     "yellow",    "bright",      "dark",    "warm",   "cold",
+    "fast",        "slow",      "high",      "down",        "into",    "over",   "under",
+    "again",       "then",      "after",     "before",      "because", "every",  "some",
+    "many",        "more",      "most",      "much",        "no",      "yes",    "too",
+    "also",        "just",      "now",       "how",         "why",     "where",  "here",
+    "only",        "even",      "back",      "well",        "never",   "always", "together",
+    "something",   "nothing",   "everyone",  "anything",    "mother",  "father", "brother",
+    "sister",      "family",    "teacher",   "school",      "story",   "idea",   "learn",
+    "learned",     "share",     "shared",    "love",        "heart",   "hug",    "eat",
+    "ate",         "sleep",     "walk",      "walked",      "run",     "open",   "opened",
+    "close",       "closed",    "turn",      "turned",      "ending",  "nation", "question",
+    "information", "beautiful", "different", "interesting",
 };
 
 // Learns byte-pair merges over kWords (each word with a leading space, weighted by rank)
@@ -324,6 +338,7 @@ void SetModelMetadata(const SynthSpec& spec, const Vocabulary& vocab, GgufWriter
   writer.SetBool("tokenizer.ggml.add_bos_token", vocab.add_bos);
   writer.SetBool("tokenizer.ggml.add_eos_token", false);
   writer.SetBool("tokenizer.ggml.add_space_prefix", vocab.add_space_prefix);
+  writer.SetUint32("synth.version", kSynthVersion);
   writer.SetUint64("synth.seed", spec.seed);
   writer.SetFloat32("synth.std", spec.std);
 }
@@ -387,12 +402,11 @@ absl::StatusOr<SynthSpec> SynthPreset(std::string_view name) {
     spec.weight_type = TensorType::kF32;
     return spec;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown synth preset \"", Sv(name),
-                                                 "\" (presets: ",
-                                                 absl::StrJoin(SynthPresetNames(), ", ",
-                                                               [](std::string* out, std::string_view n) {
-                                                                 out->append(n);
-                                                               }), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown synth preset \"", Sv(name), "\" (presets: ",
+                   absl::StrJoin(SynthPresetNames(), ", ",
+                                 [](std::string* out, std::string_view n) { out->append(n); }),
+                   ")"));
 }
 
 absl::Status ValidateSynthSpec(const SynthSpec& spec) {
@@ -469,9 +483,9 @@ absl::Status ValidateSynthSpec(const SynthSpec& spec) {
 
 absl::StatusOr<Vocabulary> SynthVocabulary(int vocab_size) {
   if (vocab_size < kMinSynthVocab || vocab_size > kMaxSynthVocab) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("synth: vocab_size ", vocab_size, " must be in [", kMinSynthVocab, ", ",
-                     kMaxSynthVocab, "]: the vocabulary holds <unk>, <s>, </s> and 256 byte tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "synth: vocab_size ", vocab_size, " must be in [", kMinSynthVocab, ", ", kMaxSynthVocab,
+        "]: the vocabulary holds <unk>, <s>, </s> and 256 byte tokens"));
   }
   Vocabulary vocab;
   vocab.style = VocabularyStyle::kSentencePiece;
@@ -585,10 +599,11 @@ absl::Status WriteSynthModel(const SynthSpec& spec, const std::string& path, int
     }
   }
   if (!unquantized.empty()) {
-    spdlog::warn("synth: {} tensor(s) have rows that are not a multiple of {} values and are "
-                 "stored as f32 instead of {}: {}",
-                 unquantized.size(), BlockElements(spec.weight_type),
-                 TensorTypeName(spec.weight_type), absl::StrJoin(unquantized, ", "));
+    spdlog::warn(
+        "synth: {} tensor(s) have rows that are not a multiple of {} values and are "
+        "stored as f32 instead of {}: {}",
+        unquantized.size(), BlockElements(spec.weight_type), TensorTypeName(spec.weight_type),
+        absl::StrJoin(unquantized, ", "));
   }
 
   const uint64_t file_bytes_estimate = [&] {
@@ -622,10 +637,14 @@ absl::Status WriteSynthModel(const SynthSpec& spec, const std::string& path, int
         });
     if (!status.ok()) return status;
   }
-  spdlog::info("synth: writing {} ({} layers, dim {}, {}, {} MiB, seed {})", path, spec.n_layers,
-               spec.dim, TensorTypeName(spec.weight_type), writer.FileSize() >> 20, spec.seed);
+  const std::string summary =
+      fmt::format("{} layers, dim {}, {}{}, {:.1f} MiB, seed {}", spec.n_layers, spec.dim,
+                  TensorTypeName(spec.weight_type),
+                  spec.n_experts > 0 ? fmt::format(", {} experts", spec.n_experts) : "",
+                  writer.FileSize() / 1048576.0, spec.seed);
+  spdlog::log(progress_level, "synth: writing {} ({})", path, summary);
   if (absl::Status status = writer.Write(path); !status.ok()) return status;
-  spdlog::info("synth: wrote {} in {:.1f} s", path, elapsed());
+  spdlog::info("synth: wrote {} ({}) in {:.1f} s", path, summary, elapsed());
   return absl::OkStatus();
 }
 

@@ -4,15 +4,18 @@
 //
 // The bytes depend only on the spec: the same spec and seed give a byte-identical file on
 // every platform and for any thread count. Each tensor's values come from a counter-based
-// generator keyed by (seed, tensor name), so any element can be computed independently:
-//   key     = Mix64(Mix64(seed) ^ Fnv1a64(tensor name))
-//   bits_k  = Mix64(key + (k + 1) * 0x9e3779b97f4a7c15)    (splitmix64's k-th output)
-//   u1      = ((bits_k >> 24) + 1) / 2^40,  u2 = (bits_k & 0xffffff) / 2^24
-//   z_2k    = sqrt(-2 ln u1) cos(2 pi u2),  z_2k+1 = sqrt(-2 ln u1) sin(2 pi u2)  (Box-Muller)
-// where Mix64 is splitmix64's finaliser and ln, cos and sin are evaluated with fixed
-// polynomials in double precision (no libm calls, whose last bits differ between C libraries).
-// Element i of a tensor (GGUF order, row-major) is float(mean + sd * z_i): mean 0 and sd
-// `std` for weights, mean 1 and sd 0.02 for RMSNorm gains.
+// generator keyed by (seed, tensor name), so any element can be computed on its own:
+//   key    = Mix64(Mix64(seed) ^ Fnv1a64(tensor name))
+//   bits_k = Mix64(key + (k + 1) * 0x9e3779b97f4a7c15)  (splitmix64's k-th output), split
+//            into hi (upper 32 bits) and lo (lower 32 bits)
+//   u1     = float(int32(hi >> 1 | 1)) / 2^31, in (0, 1]
+//   theta  = 2 pi lo / 2^32, using lo's top 25 bits
+//   z_2k   = sqrt(-2 ln u1) cos(theta),  z_2k+1 = sqrt(-2 ln u1) sin(theta)  (Box-Muller)
+// with Mix64 splitmix64's finaliser, and ln, cos, sin fixed polynomials evaluated in float
+// (synth_model.cc), not libm, whose last bits differ between C libraries. |z| < 6.6.
+// Element i of a tensor (GGUF order, row-major) is mean + sd * z_i in float: mean 0 and sd
+// `std` for weights, mean 1 and sd 0.02 for RMSNorm gains. Quantized types are then produced
+// row by row with QuantizeRow (kernels/quantize.h).
 #ifndef SHARDRUN_MODEL_SYNTH_MODEL_H_
 #define SHARDRUN_MODEL_SYNTH_MODEL_H_
 
@@ -28,6 +31,11 @@
 #include "model/vocabulary.h"
 
 namespace shardrun {
+
+// Changes whenever the bytes written for a spec change (generator, vocabulary, layout), so a
+// cache of synthetic models (the CLI's built-in default) can tell an outdated file. Written
+// as `synth.version`.
+inline constexpr uint32_t kSynthVersion = 1;
 
 // The defaults are the `tiny` preset.
 struct SynthSpec {

@@ -1,6 +1,8 @@
 // A corpus of broken model files, built here in memory: truncations of the real models, and
 // tiny GGUF and llama2.c models with one thing wrong each. Every one must give an error that
 // names the file and the problem; none may crash (run this under ASan+UBSan).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,7 +12,6 @@
 #include <iterator>
 #include <optional>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -36,7 +37,19 @@ std::string Bytes(T value) {
 std::string Str(std::string_view s) { return Bytes<uint64_t>(s.size()) + std::string(s); }
 
 enum GgufType : uint32_t {
-  kU8 = 0, kI8, kU16, kI16, kU32, kI32, kF32, kBool, kStr, kArr, kU64, kI64, kF64,
+  kU8 = 0,
+  kI8,
+  kU16,
+  kI16,
+  kU32,
+  kI32,
+  kF32,
+  kBool,
+  kStr,
+  kArr,
+  kU64,
+  kI64,
+  kF64,
 };
 
 // Writes GGUF files, correct unless a test sets one of the knobs that break them.
@@ -89,8 +102,7 @@ class GgufBuilder {
   // An entry written verbatim after the others (key included), counted in kv_count.
   void AddRawEntry(std::string bytes) { raw_entries_.push_back(std::move(bytes)); }
 
-  Tensor& AddTensor(std::string name, std::vector<uint64_t> dims,
-                    uint32_t type = kGgmlTypeF32) {
+  Tensor& AddTensor(std::string name, std::vector<uint64_t> dims, uint32_t type = kGgmlTypeF32) {
     Tensor t;
     t.name = std::move(name);
     t.dims = std::move(dims);
@@ -274,7 +286,7 @@ std::string BuildLlama2c(const Llama2cSpec& s) {
   auto matrix = [&](double n) {
     return s.version == 2 && s.group_size > 0 ? n + std::floor(n / s.group_size) * 4 : n * 4;
   };
-  double payload = (2 * layers * dim + dim) * 4;  // norms
+  double payload = (2 * layers * dim + dim) * 4;    // norms
   payload += matrix(v * dim) * (s.shared ? 1 : 2);  // embedding and classifier
   for (double n : {dim * dim, kv_dim * dim, kv_dim * dim, dim * dim, hidden * dim, hidden * dim,
                    hidden * dim}) {
@@ -282,7 +294,8 @@ std::string BuildLlama2c(const Llama2cSpec& s) {
   }
   if (s.version == 0) payload += 2 * std::max(s.seq_len, 0) * std::floor(head / 2) * 4;
   if (payload > (1 << 26)) return out;  // absurd header: header only
-  for (int64_t i = 0; i < static_cast<int64_t>(payload); ++i) out.push_back(static_cast<char>(i % 7));
+  for (int64_t i = 0; i < static_cast<int64_t>(payload); ++i)
+    out.push_back(static_cast<char>(i % 7));
   return out;
 }
 
@@ -399,7 +412,8 @@ TEST(BadModelTest, TruncatedLlama2c) {
 }
 
 TEST(BadModelTest, Llama2cWithExtraBytes) {
-  for (const std::string file : {"stories260K.bin", "stories260K-v1.bin", "stories260K-v2-gs4.bin"}) {
+  for (const std::string file :
+       {"stories260K.bin", "stories260K-v1.bin", "stories260K-v2-gs4.bin"}) {
     std::vector<uint8_t> bytes = ReadFile(SharedModel(file));
     bytes.resize(bytes.size() + 4, 0);
     absl::StatusOr<std::unique_ptr<ModelFile>> model = ParseCopy(file, bytes.data(), bytes.size());
@@ -787,9 +801,9 @@ TEST(BadModelTest, GgufHyperparameters) {
   b = TinyGguf();
   b.SetF32("llama.rope.freq_base", 0.0f);
   ExpectRejected(b, "rope_freq_base is 0");
-  for (const char* key : {"llama.embedding_length", "llama.feed_forward_length",
-                          "llama.block_count", "llama.attention.head_count",
-                          "llama.context_length"}) {
+  for (const char* key :
+       {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count",
+        "llama.attention.head_count", "llama.context_length"}) {
     b = TinyGguf();
     b.Remove(key);
     ExpectRejected(b, std::string("missing metadata key ") + key);
@@ -797,8 +811,9 @@ TEST(BadModelTest, GgufHyperparameters) {
   // Defaults: no head_count_kv means one KV head per head.
   b = TinyGguf();
   b.Remove("llama.attention.head_count_kv");
-  ExpectRejected(b, "tensor blk.0.attn_k.weight has shape {8, 4}; the hyperparameters "
-                    "(dim 8, hidden_dim 12, kv_dim 8, vocab 16) need {8, 8}");
+  ExpectRejected(b,
+                 "tensor blk.0.attn_k.weight has shape {8, 4}; the hyperparameters "
+                 "(dim 8, hidden_dim 12, kv_dim 8, vocab 16) need {8, 8}");
 }
 
 TEST(BadModelTest, GgufShapes) {
@@ -876,8 +891,9 @@ TEST(BadModelTest, GgufVocabulary) {
   ExpectRejected(b, "missing metadata key tokenizer.ggml.tokens");
   b = TinyGguf();
   b.SetArray<int32_t>("tokenizer.ggml.tokens", kI32, {1, 2, 3});
-  ExpectRejected(b, "metadata tokenizer.ggml.tokens is an array of int32; expected an array of "
-                    "strings");
+  ExpectRejected(b,
+                 "metadata tokenizer.ggml.tokens is an array of int32; expected an array of "
+                 "strings");
   b = TinyGguf();
   b.SetArray<float>("tokenizer.ggml.scores", kF32, {0, 1});
   ExpectRejected(b, "tokenizer.ggml.scores has 2 values for 16 tokens");
@@ -981,8 +997,7 @@ TEST(BadModelTest, Llama2cVersionsAndGroups) {
   const int32_t negative = -1;
   std::memcpy(&v1[4], &negative, 4);
   ExpectRejected(v1, "llama2.c export version -1 is not supported", kBinName);
-  ExpectRejected(std::string("24ka"), "truncated: 4 bytes of a 256-byte llama2.c header",
-                 kBinName);
+  ExpectRejected(std::string("24ka"), "truncated: 4 bytes of a 256-byte llama2.c header", kBinName);
   std::string v1_header = BuildLlama2c(Llama2cSpec{.version = 1}).substr(0, 255);
   ExpectRejected(v1_header, "truncated: 255 bytes of a 256-byte llama2.c version 1 header",
                  kBinName);
@@ -1001,10 +1016,19 @@ TEST(BadModelTest, Llama2cVersionsAndGroups) {
   EXPECT_TRUE(ParseStatus(BuildLlama2c(spec), kBinName).ok());
 
   // Scales that follow an odd number of int8 values would be misaligned floats.
-  spec = Llama2cSpec{.version = 2, .dim = 2, .hidden_dim = 2, .n_layers = 1, .n_heads = 1,
-                     .n_kv_heads = 1, .vocab_size = 1, .seq_len = 4, .group_size = 2};
-  ExpectRejected(BuildLlama2c(spec), "scales of tensor token_embd.weight at offset 282 are "
-                                     "misaligned", kBinName);
+  spec = Llama2cSpec{.version = 2,
+                     .dim = 2,
+                     .hidden_dim = 2,
+                     .n_layers = 1,
+                     .n_heads = 1,
+                     .n_kv_heads = 1,
+                     .vocab_size = 1,
+                     .seq_len = 4,
+                     .group_size = 2};
+  ExpectRejected(BuildLlama2c(spec),
+                 "scales of tensor token_embd.weight at offset 282 are "
+                 "misaligned",
+                 kBinName);
 }
 
 TEST(BadModelTest, Llama2cSizes) {
@@ -1058,8 +1082,9 @@ TEST(BadModelTest, OpenErrors) {
   model = ModelFile::Open(broken);
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().message(),
-            broken + ": tensor blk.0.attn_q.weight has type q4_k, which shardrun does not "
-                     "support (supported: f32, f16, bf16, q8_0, q4_0)");
+            broken +
+                ": tensor blk.0.attn_q.weight has type q4_k, which shardrun does not "
+                "support (supported: f32, f16, bf16, q8_0, q4_0)");
   // And a good one.
   const std::string good = TinyGguf().Build();
   std::ofstream(broken, std::ios::binary | std::ios::trunc).write(good.data(), good.size());

@@ -87,17 +87,23 @@ class Decoder {
     switch (static_cast<ValueType>(type)) {
       case ValueType::kUint8:
       case ValueType::kInt8:
-      case ValueType::kBool: return Raw(1);
+      case ValueType::kBool:
+        return Raw(1);
       case ValueType::kUint16:
-      case ValueType::kInt16: return Raw(2);
+      case ValueType::kInt16:
+        return Raw(2);
       case ValueType::kUint32:
       case ValueType::kInt32:
-      case ValueType::kFloat32: return Raw(4);
+      case ValueType::kFloat32:
+        return Raw(4);
       case ValueType::kUint64:
       case ValueType::kInt64:
-      case ValueType::kFloat64: return Raw(8);
-      case ValueType::kString: return String();
-      case ValueType::kArray: break;
+      case ValueType::kFloat64:
+        return Raw(8);
+      case ValueType::kString:
+        return String();
+      case ValueType::kArray:
+        break;
     }
     throw std::runtime_error("bad element type " + std::to_string(type));
   }
@@ -431,26 +437,23 @@ TEST(GgufWriterTest, StreamsDataInPiecesInFileOrder) {
   GgufWriter w;
   std::vector<std::string> calls;
   const std::vector<uint8_t> big = Pattern(100000, 3);
-  ASSERT_TRUE(w.AddTensor("big", TensorType::kF32, {25000},
-                          [&](GgufTensorSink& sink) -> absl::Status {
-                            calls.push_back("big");
-                            for (size_t i = 0; i < big.size(); i += 999) {
-                              const size_t n = std::min<size_t>(999, big.size() - i);
-                              if (absl::Status s = sink.Write(big.data() + i, n); !s.ok()) {
-                                return s;
-                              }
-                            }
-                            EXPECT_EQ(sink.remaining(), 0u);
-                            return absl::OkStatus();
-                          })
-                  .ok());
-  ASSERT_TRUE(w.AddTensor("small", TensorType::kF16, {2},
-                          [&](GgufTensorSink& sink) {
-                            calls.push_back("small");
-                            const uint16_t h[2] = {F32ToF16(1.0f), F32ToF16(-2.0f)};
-                            return sink.Write(h, sizeof(h));
-                          })
-                  .ok());
+  ASSERT_TRUE(
+      w.AddTensor("big", TensorType::kF32, {25000}, [&](GgufTensorSink& sink) -> absl::Status {
+         calls.push_back("big");
+         for (size_t i = 0; i < big.size(); i += 999) {
+           const size_t n = std::min<size_t>(999, big.size() - i);
+           if (absl::Status s = sink.Write(big.data() + i, n); !s.ok()) {
+             return s;
+           }
+         }
+         EXPECT_EQ(sink.remaining(), 0u);
+         return absl::OkStatus();
+       }).ok());
+  ASSERT_TRUE(w.AddTensor("small", TensorType::kF16, {2}, [&](GgufTensorSink& sink) {
+                 calls.push_back("small");
+                 const uint16_t h[2] = {F32ToF16(1.0f), F32ToF16(-2.0f)};
+                 return sink.Write(h, sizeof(h));
+               }).ok());
   const std::string path = TempPath("stream.gguf");
   ASSERT_TRUE(w.Write(path).ok());
   EXPECT_EQ(calls, (std::vector<std::string>{"big", "small"}));
@@ -474,14 +477,14 @@ TEST(GgufWriterTest, FailedWriteLeavesNoFileAndKeepsTheOldOne) {
   };
   const std::vector<uint8_t> eight(8);
   const std::vector<Case> cases = {
-      {"too few bytes",
-       [&](GgufTensorSink& sink) { return sink.Write(eight.data(), 4); },
+      {"too few bytes", [&](GgufTensorSink& sink) { return sink.Write(eight.data(), 4); },
        "produced 4 of its 8 bytes"},
       {"too many bytes",
-       [&](GgufTensorSink& sink) { return sink.Write(eight.data(), 8).ok() ? sink.Write(eight.data(), 1) : absl::OkStatus(); },
+       [&](GgufTensorSink& sink) {
+         return sink.Write(eight.data(), 8).ok() ? sink.Write(eight.data(), 1) : absl::OkStatus();
+       },
        "more than its 8 bytes"},
-      {"callback error",
-       [](GgufTensorSink&) { return absl::DataLossError("generator broke"); },
+      {"callback error", [](GgufTensorSink&) { return absl::DataLossError("generator broke"); },
        "generator broke"},
   };
   for (const Case& c : cases) {
@@ -581,8 +584,7 @@ TEST(GgufWriterTest, ModelFileReadsWhatItWrites) {
   ASSERT_TRUE((*model)->vocabulary().has_value());
   EXPECT_EQ((*model)->vocabulary()->pieces, vocab->pieces);
 
-  std::map<std::string, std::string> meta((*model)->metadata().begin(),
-                                          (*model)->metadata().end());
+  std::map<std::string, std::string> meta((*model)->metadata().begin(), (*model)->metadata().end());
   EXPECT_EQ(meta["gguf.alignment"], "64");
   EXPECT_EQ(meta["gguf.version"], "3");
   EXPECT_EQ(meta["x.u8"], "7");

@@ -111,11 +111,11 @@ TEST_P(StoriesTest, ConfigAndShapes) {
   EXPECT_EQ(model->tensors().size(), p.tensor_count);
 
   const std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
-      {"token_embd.weight", {64, 512}},      {"output_norm.weight", {64}},
-      {"blk.0.attn_norm.weight", {64}},      {"blk.4.attn_q.weight", {64, 64}},
-      {"blk.4.attn_k.weight", {64, 32}},     {"blk.2.attn_v.weight", {64, 32}},
+      {"token_embd.weight", {64, 512}},       {"output_norm.weight", {64}},
+      {"blk.0.attn_norm.weight", {64}},       {"blk.4.attn_q.weight", {64, 64}},
+      {"blk.4.attn_k.weight", {64, 32}},      {"blk.2.attn_v.weight", {64, 32}},
       {"blk.1.attn_output.weight", {64, 64}}, {"blk.3.ffn_norm.weight", {64}},
-      {"blk.3.ffn_gate.weight", {64, 172}},  {"blk.3.ffn_down.weight", {172, 64}},
+      {"blk.3.ffn_gate.weight", {64, 172}},   {"blk.3.ffn_down.weight", {172, 64}},
       {"blk.3.ffn_up.weight", {64, 172}}};
   for (const auto& [name, shape] : shapes) {
     const TensorView* t = model->Find(name);
@@ -133,15 +133,15 @@ TEST_P(StoriesTest, ConfigAndShapes) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllFormats, StoriesTest,
-    ::testing::Values(
-        StoriesCase{"stories260K.bin", ModelFormat::kLlama2cLegacy, 512, true, 47},
-        StoriesCase{"stories260K-v1.bin", ModelFormat::kLlama2cV1, 512, true, 47},
-        StoriesCase{"stories260K-v2-gs4.bin", ModelFormat::kLlama2cV2, 512, true, 47},
-        StoriesCase{"stories260K.gguf", ModelFormat::kGguf, 2048, false, 48},
-        StoriesCase{"stories260K-q8_0.gguf", ModelFormat::kGguf, 512, false, 48}),
+    ::testing::Values(StoriesCase{"stories260K.bin", ModelFormat::kLlama2cLegacy, 512, true, 47},
+                      StoriesCase{"stories260K-v1.bin", ModelFormat::kLlama2cV1, 512, true, 47},
+                      StoriesCase{"stories260K-v2-gs4.bin", ModelFormat::kLlama2cV2, 512, true, 47},
+                      StoriesCase{"stories260K.gguf", ModelFormat::kGguf, 2048, false, 48},
+                      StoriesCase{"stories260K-q8_0.gguf", ModelFormat::kGguf, 512, false, 48}),
     [](const auto& info) {
       std::string name = info.param.file;
-      std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
+      std::replace_if(
+          name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
       return name;
     });
 
@@ -275,10 +275,11 @@ TEST(ModelFileTest, StoriesQ8_0DecodesToF32Weights) {
 }
 
 TEST(ModelFileTest, MiniModels) {
-  for (const auto& [file, type] : {std::pair<std::string, TensorType>{"mini-f32.gguf", TensorType::kF32},
-                                   {"mini-f16.gguf", TensorType::kF16},
-                                   {"mini-q8_0.gguf", TensorType::kQ8_0},
-                                   {"mini-q4_0.gguf", TensorType::kQ4_0}}) {
+  for (const auto& [file, type] :
+       {std::pair<std::string, TensorType>{"mini-f32.gguf", TensorType::kF32},
+        {"mini-f16.gguf", TensorType::kF16},
+        {"mini-q8_0.gguf", TensorType::kQ8_0},
+        {"mini-q4_0.gguf", TensorType::kQ4_0}}) {
     std::unique_ptr<ModelFile> model = OpenModel(file);
     ASSERT_NE(model, nullptr);
     const ModelConfig& c = model->config();
@@ -303,8 +304,9 @@ TEST(ModelFileTest, MiniModels) {
 }
 
 TEST(ModelFileTest, MoeModels) {
-  for (const auto& [file, type] : {std::pair<std::string, TensorType>{"moe-mini-f32.gguf", TensorType::kF32},
-                                   {"moe-mini-q8_0.gguf", TensorType::kQ8_0}}) {
+  for (const auto& [file, type] :
+       {std::pair<std::string, TensorType>{"moe-mini-f32.gguf", TensorType::kF32},
+        {"moe-mini-q8_0.gguf", TensorType::kQ8_0}}) {
     std::unique_ptr<ModelFile> model = OpenModel(file);
     ASSERT_NE(model, nullptr);
     const ModelConfig& c = model->config();
@@ -335,7 +337,6 @@ TEST(ModelFileTest, MoeModels) {
     }
     ExpectSyntheticSpread(*model);
   }
-
 }
 
 TEST(ModelFileTest, GgufVocabularyMatchesTok512) {
@@ -448,7 +449,8 @@ std::pair<int, std::string> RunShardrun(const std::string& args) {
   FILE* pipe = popen(command.c_str(), "r");
   std::string output;
   char buffer[4096];
-  for (size_t n; pipe && (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) output.append(buffer, n);
+  for (size_t n; pipe && (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;)
+    output.append(buffer, n);
   const int status = pipe ? pclose(pipe) : -1;
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }

@@ -32,7 +32,8 @@ class RemoveTempDir : public ::testing::Environment {
  public:
   void TearDown() override { std::filesystem::remove_all(TempDir()); }
 };
-[[maybe_unused]] const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
+[[maybe_unused]] const auto* const kCleanup =
+    ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
 
 std::string TempPath(const std::string& name) { return TempDir() + "/" + name; }
 
@@ -118,8 +119,7 @@ TEST(SynthGeneratorTest, AnyRangeMatchesTheWholeStream) {
     for (int64_t n : {1, 2, 3, 130, 399}) {
       std::vector<float> part(n);
       SynthNormals(9, "s", first, part);
-      EXPECT_TRUE(std::equal(part.begin(), part.end(), whole.begin() + first))
-          << first << " " << n;
+      EXPECT_TRUE(std::equal(part.begin(), part.end(), whole.begin() + first)) << first << " " << n;
     }
   }
 }
@@ -252,9 +252,9 @@ TEST(SynthVocabularyTest, SmallerVocabulariesArePrefixesOfLargerOnes) {
 TEST(SynthVocabularyTest, EnglishTokenizesIntoWords) {
   absl::StatusOr<Vocabulary> vocab = SynthVocabulary(2048);
   ASSERT_TRUE(vocab.ok());
-  EXPECT_EQ(SpmMerge(*vocab, kSpace + "Once" + kSpace + "upon" + kSpace + "a" + kSpace + "time"),
-            (std::vector<std::string>{kSpace + "Once", kSpace + "upon", kSpace + "a",
-                                      kSpace + "time"}));
+  EXPECT_EQ(
+      SpmMerge(*vocab, kSpace + "Once" + kSpace + "upon" + kSpace + "a" + kSpace + "time"),
+      (std::vector<std::string>{kSpace + "Once", kSpace + "upon", kSpace + "a", kSpace + "time"}));
   EXPECT_EQ(SpmMerge(*vocab, kSpace + "the" + kSpace + "little" + kSpace + "dog."),
             (std::vector<std::string>{kSpace + "the", kSpace + "little", kSpace + "dog", "."}));
 }
@@ -452,8 +452,10 @@ void CheckWrittenModel(const SynthSpec& spec, const std::string& path) {
   EXPECT_TRUE(read.add_bos);
 
   std::map<std::string, std::string> meta = Metadata(*model);
-  EXPECT_EQ(meta["general.name"].find(spec.name) != std::string::npos, true) << meta["general.name"];
+  EXPECT_EQ(meta["general.name"].find(spec.name) != std::string::npos, true)
+      << meta["general.name"];
   EXPECT_EQ(meta["synth.seed"], std::to_string(spec.seed));
+  EXPECT_EQ(meta["synth.version"], std::to_string(kSynthVersion));
   EXPECT_EQ(meta["llama.rope.dimension_count"], std::to_string(spec.dim / spec.n_heads));
 
   const std::vector<SynthTensor> plan = SynthTensorPlan(spec);
@@ -472,37 +474,39 @@ void CheckWrittenModel(const SynthSpec& spec, const std::string& path) {
     for (int64_t r = 0; r < want.rows(); ++r) {
       SynthTensorValues(spec, want, r * want.cols(), values);
       QuantizeRow(want.type, values, expected.data());
-      ASSERT_EQ(std::memcmp(static_cast<const uint8_t*>(got.data) + r * row_bytes,
-                            expected.data(), row_bytes),
+      ASSERT_EQ(std::memcmp(static_cast<const uint8_t*>(got.data) + r * row_bytes, expected.data(),
+                            row_bytes),
                 0)
           << "row " << r;
     }
   }
 }
 
-class SynthWriteTest : public ::testing::TestWithParam<TensorType> {};
+class SynthWriteTypeTest : public ::testing::TestWithParam<TensorType> {};
 
-TEST_P(SynthWriteTest, DenseModelRoundTrips) {
+TEST_P(SynthWriteTypeTest, DenseModelRoundTrips) {
   const SynthSpec spec = SmallSpec(GetParam());
   const std::string path = TempPath("dense-" + std::string(TensorTypeName(GetParam())) + ".gguf");
   ASSERT_TRUE(WriteSynthModel(spec, path).ok());
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   CheckWrittenModel(spec, path);
   std::unique_ptr<ModelFile> model = OpenOrDie(path);
-  static const std::map<TensorType, std::string> kFileType = {
-      {TensorType::kF32, "0"}, {TensorType::kF16, "1"}, {TensorType::kQ4_0, "2"},
-      {TensorType::kQ8_0, "7"}, {TensorType::kBF16, "32"}};
+  static const std::map<TensorType, std::string> kFileType = {{TensorType::kF32, "0"},
+                                                              {TensorType::kF16, "1"},
+                                                              {TensorType::kQ4_0, "2"},
+                                                              {TensorType::kQ8_0, "7"},
+                                                              {TensorType::kBF16, "32"}};
   EXPECT_EQ(Metadata(*model)["general.file_type"], kFileType.at(GetParam()));
 }
 
-TEST_P(SynthWriteTest, MoeModelRoundTrips) {
+TEST_P(SynthWriteTypeTest, MoeModelRoundTrips) {
   const SynthSpec spec = SmallMoeSpec(GetParam());
   const std::string path = TempPath("moe-" + std::string(TensorTypeName(GetParam())) + ".gguf");
   ASSERT_TRUE(WriteSynthModel(spec, path).ok());
   CheckWrittenModel(spec, path);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTypes, SynthWriteTest,
+INSTANTIATE_TEST_SUITE_P(AllTypes, SynthWriteTypeTest,
                          ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
                                            TensorType::kQ8_0, TensorType::kQ4_0),
                          [](const auto& info) { return std::string(TensorTypeName(info.param)); });
@@ -599,8 +603,8 @@ TEST(SynthWriteTest, PresetsMatchTheSharedSyntheticModels) {
 TEST(SynthCommandTest, WritesWhatTheLibraryWrites) {
   const std::string path = TempPath("cli.gguf");
   const testing::CommandResult r =
-      testing::RunShardrun({"synth", path, "--preset", "mini", "--type", "q4_0", "--layers",
-                            "2", "--seed", "9", "--untied", "--threads", "2"});
+      testing::RunShardrun({"synth", path, "--preset", "mini", "--type", "q4_0", "--layers", "2",
+                            "--seed", "9", "--untied", "--threads", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   SynthSpec spec = *SynthPreset("mini");
   spec.weight_type = TensorType::kQ4_0;
@@ -624,6 +628,23 @@ TEST(SynthCommandTest, PresetAloneKeepsItsName) {
   EXPECT_EQ(model->config().n_experts_used, 2);
 }
 
+TEST(SynthCommandTest, ExpertsUsedFollowsExperts) {
+  const std::string path = TempPath("cli-experts.gguf");
+  testing::CommandResult r =
+      testing::RunShardrun({"synth", path, "--preset", "mini", "--experts", "4", "--layers", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::unique_ptr<ModelFile> model = OpenOrDie(path);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->config().n_experts, 4);
+  EXPECT_EQ(model->config().n_experts_used, 2);
+  r = testing::RunShardrun({"synth", path, "--preset", "moe-mini", "--experts", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  model = OpenOrDie(path);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->config().n_experts, 0);
+  EXPECT_NE(model->Find("blk.0.ffn_gate.weight"), nullptr);
+}
+
 TEST(SynthCommandTest, BadOptionsFailWithAMessage) {
   const std::string path = TempPath("cli-bad.gguf");
   struct Case {
@@ -635,6 +656,7 @@ TEST(SynthCommandTest, BadOptionsFailWithAMessage) {
       {{"--vocab", "100"}, "vocab_size 100"},
       {{"--type", "q5_k"}, "--type q5_k"},
       {{"--experts-used", "2"}, "needs n_experts"},
+      {{"--experts", "4", "--experts-used", "5"}, "n_experts_used must be"},
       {{"--preset", "nope"}, "nope"},
       {{"--tied", "--untied"}, "excludes"},
   };

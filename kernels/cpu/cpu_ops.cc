@@ -5,11 +5,13 @@
 namespace shardrun {
 
 void RmsNormRow(const float* x, const float* gain, float* out, int64_t size, float eps) {
-  float ss = 0.0f;
-  for (int64_t j = 0; j < size; ++j) ss += x[j] * x[j];
-  ss /= static_cast<float>(size);
-  ss += eps;
-  ss = 1.0f / sqrtf(ss);
+  // The sum of squares in double, as ggml does: its result then equals llama.cpp's to the
+  // bit, so the int8 quantization of the next matrix product's input rounds the same way.
+  // (run.c sums in float; its references agree either way.)
+  double sum = 0.0;
+  for (int64_t j = 0; j < size; ++j) sum += static_cast<double>(x[j] * x[j]);
+  const float mean = static_cast<float>(sum / static_cast<double>(size));
+  const float ss = 1.0f / sqrtf(mean + eps);
   for (int64_t j = 0; j < size; ++j) out[j] = gain[j] * (ss * x[j]);
 }
 

@@ -9,7 +9,8 @@
 
 namespace shardrun {
 
-// out = gain * (x * (1 / sqrtf(sum(x^2) / size + eps))); out may equal x.
+// out = gain * (x * (1 / sqrtf(sum(x^2) / size + eps))), the sum of squares accumulated in
+// double (as ggml does); out may equal x.
 void RmsNormRow(const float* x, const float* gain, float* out, int64_t size, float eps);
 
 // Rotates the interleaved pairs of each of `n_heads` heads of one token at position `pos`:

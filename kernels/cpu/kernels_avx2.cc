@@ -120,8 +120,12 @@ struct FloatKernel {
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
       }
     };
+    const uint8_t* ahead = w[0] + kPrefetchTiles * R * a.w_row_bytes;
     int64_t c = 0;
-    for (; c + 8 <= a.cols; c += 8) step(w, x, c);
+    for (; c + 8 <= a.cols; c += 8) {
+      if (t0 == 0) PrefetchAhead(ahead, c / 8, R * 8 * W::kBytes);
+      step(w, x, c);
+    }
     if (c < a.cols) {
       // The last partial vector goes through zero-padded copies, so it is rounded and summed
       // exactly like the others.
@@ -177,7 +181,10 @@ struct Q4_0Kernel {
     }
     const __m256i low_mask = _mm256_set1_epi8(0x0f);
     const __m256i eight = _mm256_set1_epi8(8);
+    const uint8_t* ahead =
+        reinterpret_cast<const uint8_t*>(w[0]) + kPrefetchTiles * R * a.w_row_bytes;
     for (int64_t b = 0; b < a.cols / kQ4_0BlockSize; ++b) {
+      if (t0 == 0) PrefetchAhead(ahead, b, R * sizeof(BlockQ4_0));
       __m256i wv[R];
       float dw[R];
       for (int r = 0; r < R; ++r) {
@@ -217,7 +224,10 @@ struct Q8_0Kernel {
     for (int r = 0; r < R; ++r) {
       for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     }
+    const uint8_t* ahead =
+        reinterpret_cast<const uint8_t*>(w[0]) + kPrefetchTiles * R * a.w_row_bytes;
     for (int64_t b = 0; b < a.cols / kQ8_0BlockSize; ++b) {
+      if (t0 == 0) PrefetchAhead(ahead, b, R * sizeof(BlockQ8_0));
       __m256i wv[R];
       __m256i wabs[R];
       float dw[R];

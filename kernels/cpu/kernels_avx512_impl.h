@@ -47,17 +47,6 @@ inline const __m256i* M256(const T* p) {
   return reinterpret_cast<const __m256i*>(p);
 }
 
-// Rows of a weight matrix are short (a 2048-column Q4_0 row is 18 cache lines) and a tile reads
-// R of them side by side, which the hardware prefetchers follow poorly. So while a tile works
-// through its rows, it prefetches the rows `kPrefetchTiles` tiles further on (rows are
-// contiguous) at the pace it consumes its own: `step` bytes per step, this being step `i`.
-constexpr int kPrefetchTiles = 1;
-inline void PrefetchAhead(const uint8_t* ahead, int64_t i, int64_t step) {
-  for (int64_t off = 0; off < step; off += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(ahead + i * step + off), _MM_HINT_T0);
-  }
-}
-
 void RoundF16(const float* x, float* out, int64_t count) {
   constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   int64_t i = 0;
@@ -418,7 +407,7 @@ void MatMulQuantized(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
   if (a.n == 1) {
     RunTiles<K, 4, 1>(a, row_begin, row_end);
   } else {
-    RunTiles<K, 4, 2>(a, row_begin, row_end);
+    RunTiles<K, 4, 4>(a, row_begin, row_end);
   }
 }
 

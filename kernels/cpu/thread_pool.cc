@@ -22,7 +22,9 @@ inline void CpuRelax() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) : threads_(std::max(threads, 1)) {
+ThreadPool::ThreadPool(int threads)
+    : threads_(std::max(threads, 1)),
+      oversubscribed_(static_cast<unsigned>(threads_) > std::thread::hardware_concurrency()) {
   workers_.reserve(threads_ - 1);
   for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
@@ -63,9 +65,9 @@ uint32_t ThreadPool::AwaitGeneration(uint32_t seen) {
       CpuRelax();
     }
     if (std::chrono::steady_clock::now() >= deadline) break;
-    // Costs little when the core is ours alone; when other threads want it (a busy machine,
-    // more threads than cores) they get to run, possibly the one we are all waiting for.
-    std::this_thread::yield();
+    // With more threads than cores, spinning would keep the thread everyone waits for off
+    // its core; let it run.
+    if (oversubscribed_) std::this_thread::yield();
   }
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   uint32_t g;

@@ -62,6 +62,7 @@ class ThreadPool {
   uint32_t AwaitGeneration(uint32_t seen);
 
   const int threads_;
+  const bool oversubscribed_;  // more threads than cores
   std::vector<std::thread> workers_;
   // The loop being run; written before generation_ is bumped, read after it changes.
   void (*job_call_)(void*, int) = nullptr;

@@ -5,9 +5,11 @@
 // as the head of a larger file padded with zeros, so that a header whose tensors lie beyond
 // the input still reaches the shape, hyperparameter and vocabulary checks. The seed corpus is
 // the headers of the real models (tests/fuzz/CMakeLists.txt).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "model/model_file.h"
