@@ -1,4 +1,5 @@
 // `shardrun inspect MODEL`: what a model file holds, without running it.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>

@@ -25,7 +25,7 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& path) {
   // The name changes with anything that changes the file, so an old cache is never reused.
   const std::string file = absl::StrCat("builtin-", spec.name, "-", spec.dim, "x", spec.n_layers,
                                         "-", std::string(TensorTypeName(spec.weight_type)), "-seed", spec.seed,
-                                        "-v1.gguf");
+                                        "-v", kSynthVersion, ".gguf");
   const fs::path model_path = dir / file;
   std::error_code ec;
   if (fs::exists(model_path, ec)) return model_path.string();

@@ -1,9 +1,11 @@
 #include "model/model_file.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <tuple>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"

@@ -1,6 +1,7 @@
 // End-to-end: `shardrun generate` on the real files in ../shared reproduces llama2.c's run.c
 // and runq.c, and llama.cpp, on the same files.
 #include <cmath>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ using ::shardrun::testing::SharedPath;
 struct RunCCase {
   std::string model;      // in ../shared/models
   std::string reference;  // in ../shared/reference, without extension
+  friend void PrintTo(const RunCCase& c, std::ostream* os) { *os << c.model << " " << c.reference; }
 };
 
 class RunCReferenceTest : public ::testing::TestWithParam<RunCCase> {};
@@ -91,6 +93,9 @@ struct LlamaCppCase {
   std::string model;
   std::string reference;
   bool exact;  // F32 weights: every logit within 1e-4 and every id equal
+  friend void PrintTo(const LlamaCppCase& c, std::ostream* os) {
+    *os << c.model << " " << c.reference;
+  }
 };
 
 class LlamaCppReferenceTest : public ::testing::TestWithParam<LlamaCppCase> {};
