@@ -151,11 +151,16 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::Parse(std::string_view nam
   if (data == nullptr || size == 0) return Invalid(name, "file is empty");
   // GGUF has a magic; export.py's versions have theirs ("ak42"); the legacy llama2.c format
   // has none, so whatever is neither is read (and validated) as a legacy header.
-  if (size >= 4 && std::memcmp(data, "GGUF", 4) == 0) return ReadGguf(name, data, size);
-  if (size < 4 && std::memcmp(data, "GGUF", size) == 0) {
+  absl::StatusOr<std::unique_ptr<ModelFile>> model;
+  if (size >= 4 && std::memcmp(data, "GGUF", 4) == 0) {
+    model = ReadGguf(name, data, size);
+  } else if (size < 4 && std::memcmp(data, "GGUF", size) == 0) {
     return Invalid(name, "truncated: ", size, " bytes of a GGUF magic and nothing else");
+  } else {
+    model = ReadLlama2c(name, data, size);
   }
-  return ReadLlama2c(name, data, size);
+  if (model.ok()) (*model)->file_data_ = data;
+  return model;
 }
 
 const TensorView* ModelFile::Find(std::string_view name) const {

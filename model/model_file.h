@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,6 +51,8 @@ class ModelFile {
   // Format-specific facts for `shardrun inspect` ("gguf.version" -> "3", ...), in file order.
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   size_t file_size() const { return file_size_; }
+  // The whole file, for content hashing and for streaming slices to workers without it.
+  std::span<const uint8_t> bytes() const { return {file_data_, file_size_}; }
 
   // Used by the format readers to build the result.
   ModelFile(ModelFormat format, std::string path, size_t file_size)
@@ -73,6 +76,7 @@ class ModelFile {
   ModelFormat format_;
   std::string path_;
   size_t file_size_;
+  const uint8_t* file_data_ = nullptr;  // set by Parse
   ModelConfig config_;
   std::vector<TensorView> tensors_;
   std::optional<Vocabulary> vocabulary_;

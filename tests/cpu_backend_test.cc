@@ -20,6 +20,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/cpu_level.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/weight_tiles.h"
 #include "kernels/quantize.h"
 #include "kernels/tensor_type.h"
 #include "model/tensor_view.h"
@@ -341,6 +342,24 @@ TEST(CpuMatMulTest, EveryLevelAgreesWithGeneric) {
   }
 }
 
+// |out - expected| <= tolerance * sum |w * x| for every output (`xv`: the activations as
+// the weight type sees them).
+void CompareWithinSumOfMagnitudes(const HostWeight& w, const std::vector<float>& xv,
+                                  const MatMulShape& shape, int n, const std::vector<float>& out,
+                                  const std::vector<float>& expected, double tolerance) {
+  for (int t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < shape.rows; ++r) {
+      const size_t i = t * shape.rows + r;
+      double magnitude = 0.0;
+      for (int64_t c = 0; c < shape.cols; ++c) {
+        magnitude +=
+            std::fabs(static_cast<double>(w.values[r * shape.cols + c]) * xv[t * shape.cols + c]);
+      }
+      ASSERT_NEAR(out[i], expected[i], tolerance * magnitude) << "t=" << t << " r=" << r;
+    }
+  }
+}
+
 // Every kernel table this CPU can run, including AVX-512 without VNNI, which the backend
 // never picks on a CPU that has VNNI.
 std::vector<const CpuKernels*> SupportedKernelTables() {
@@ -353,17 +372,28 @@ std::vector<const CpuKernels*> SupportedKernelTables() {
   return tables;
 }
 
-// A product straight through a kernel table, preparing the activations as the backend does.
+// A product straight through a kernel table, preparing the activations as the backend does;
+// with `tiled`, on a tiled copy of the weights (weight_tiles.h). `ranges` splits the rows into
+// that many pieces at odd places, each computed by its own call.
 std::vector<float> RunKernels(const CpuKernels& k, const HostWeight& w, const std::vector<float>& x,
-                              int n) {
+                              int n, bool tiled = false, int ranges = 1) {
   const int64_t rows = w.view.rows();
   const int64_t cols = w.view.cols();
   std::vector<float> xf(x.size());
   std::vector<int8_t> xq(x.size());
   std::vector<float> xs(x.size());
+  std::vector<int32_t> xsum(x.size());
+  std::vector<uint8_t> tiles;
   MatMulArgs a;
   a.w = static_cast<const uint8_t*>(w.view.data);
   a.w_row_bytes = static_cast<int64_t>(TensorBytes(w.view.type, cols));
+  if (tiled) {
+    tiles.resize(w.bytes.size());
+    TileRows(w.view.type, w.bytes.data(), rows, cols, 0, rows, tiles.data());
+    a.w = tiles.data();
+    a.tiled = true;
+  }
+  a.rows = rows;
   a.cols = cols;
   a.w_scales = w.view.group_scales;
   a.group_size = w.view.group_size;
@@ -390,11 +420,13 @@ std::vector<float> RunKernels(const CpuKernels& k, const HostWeight& w, const st
         fn = k.matmul_bf16;
         break;
       case TensorType::kQ8_0:
-        k.quantize_q8_0(row, cols, xq.data() + t * cols, xs.data() + t * cols);
+        k.quantize_q8_0(row, cols, xq.data() + t * cols, xs.data() + t * cols,
+                        xsum.data() + t * cols);
         fn = k.matmul_q8_0;
         break;
       case TensorType::kQ4_0:
-        k.quantize_q4_0(row, cols, xq.data() + t * cols, xs.data() + t * cols);
+        k.quantize_q4_0(row, cols, xq.data() + t * cols, xs.data() + t * cols,
+                        xsum.data() + t * cols);
         fn = k.matmul_q4_0;
         break;
       case TensorType::kQ8Group:
@@ -406,7 +438,8 @@ std::vector<float> RunKernels(const CpuKernels& k, const HostWeight& w, const st
   a.xf = xf.data();
   a.xq = xq.data();
   a.xs = xs.data();
-  fn(a, 0, rows);
+  a.xsum = xsum.data();
+  for (int i = 0; i < ranges; ++i) fn(a, rows * i / ranges, rows * (i + 1) / ranges);
   return out;
 }
 
@@ -421,18 +454,17 @@ TEST(CpuMatMulTest, EveryKernelTableAgreesWithGeneric) {
           const std::vector<float> x = MatMulInput(shape.cols, n, 13);
           const std::vector<float> xv = ActivationValues(type, x, shape.cols);
           const std::vector<float> expected = RunKernels(GenericKernels(), w, x, n);
-          const std::vector<float> out = RunKernels(*k, w, x, n);
-          for (int t = 0; t < n; ++t) {
-            for (int64_t r = 0; r < shape.rows; ++r) {
-              const size_t i = t * shape.rows + r;
-              double magnitude = 0.0;
-              for (int64_t c = 0; c < shape.cols; ++c) {
-                magnitude += std::fabs(static_cast<double>(w.values[r * shape.cols + c]) *
-                                       xv[t * shape.cols + c]);
-              }
-              const double tolerance = type == TensorType::kQ8Group ? 0.0 : 1e-6 * magnitude;
-              ASSERT_NEAR(out[i], expected[i], tolerance) << "t=" << t << " r=" << r;
-            }
+          std::vector<std::vector<float>> outs = {RunKernels(*k, w, x, n)};
+          if ((type == TensorType::kQ4_0 && k->tile_q4_0) ||
+              (type == TensorType::kQ8_0 && k->tile_q8_0)) {
+            outs.push_back(RunKernels(*k, w, x, n, /*tiled=*/true));
+            // Row ranges that cut tiles (the backend's never do, but the kernels allow it).
+            outs.push_back(RunKernels(*k, w, x, n, /*tiled=*/true, /*ranges=*/3));
+          }
+          for (size_t o = 0; o < outs.size(); ++o) {
+            SCOPED_TRACE(o == 0 ? "file layout" : o == 1 ? "tiled" : "tiled, split rows");
+            CompareWithinSumOfMagnitudes(w, xv, shape, n, outs[o], expected,
+                                         type == TensorType::kQ8Group ? 0.0 : 1e-6);
           }
         }
       }
@@ -450,7 +482,13 @@ TEST(CpuMatMulTest, QuantizersAreBitIdenticalAcrossLevels) {
   const CpuKernels& generic = GenericKernels();
   std::vector<int8_t> q_ref(kCols);
   std::vector<float> d_ref(kCols / 32);
-  generic.quantize_q8_0(x.data(), kCols, q_ref.data(), d_ref.data());
+  std::vector<int32_t> sum_ref(kCols / 32);
+  generic.quantize_q8_0(x.data(), kCols, q_ref.data(), d_ref.data(), sum_ref.data());
+  for (int64_t b = 0; b < kCols / 32; ++b) {
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) sum += q_ref[b * 32 + j];
+    ASSERT_EQ(sum_ref[b], sum) << b;
+  }
   std::vector<float> f16_ref(kCols), bf16_ref(kCols);
   generic.round_f16(x.data(), f16_ref.data(), kCols - 3);
   generic.round_bf16(x.data(), bf16_ref.data(), kCols - 3);
@@ -463,8 +501,10 @@ TEST(CpuMatMulTest, QuantizersAreBitIdenticalAcrossLevels) {
     const CpuKernels& k = KernelsFor(level);
     std::vector<int8_t> q(kCols);
     std::vector<float> d(kCols / 32);
-    k.quantize_q8_0(x.data(), kCols, q.data(), d.data());
+    std::vector<int32_t> sums(kCols / 32);
+    k.quantize_q8_0(x.data(), kCols, q.data(), d.data(), sums.data());
     EXPECT_EQ(q, q_ref);
+    EXPECT_EQ(sums, sum_ref);
     EXPECT_EQ(std::memcmp(d.data(), d_ref.data(), d.size() * sizeof(float)), 0);
     std::vector<float> f16(kCols, -1.0f), bf16(kCols, -1.0f);
     k.round_f16(x.data(), f16.data(), kCols - 3);

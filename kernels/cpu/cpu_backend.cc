@@ -1,11 +1,13 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/weight_tiles.h"
 #include "kernels/quantize.h"
 #include "model/tensor_view.h"
 #include "spdlog/spdlog.h"
@@ -49,7 +51,8 @@ const float* Data(const DeviceBuffer& b) { return static_cast<const CpuBuffer&>(
 
 }  // namespace
 
-// A weight used in place in the mapped model file.
+// A weight in the mapped model file, used in place, plus for Q4_0 / Q8_0 matrices on levels
+// that want them tiled (weight_tiles.h) a tiled copy for the matrix products.
 class CpuBackend::Weight final : public DeviceWeight {
  public:
   Weight(const TensorView& view, int64_t row_bytes)
@@ -59,7 +62,14 @@ class CpuBackend::Weight final : public DeviceWeight {
         scales_(view.group_scales),
         group_size_(view.group_size) {}
 
+  // The file's layout (Embed, RmsNorm).
   const uint8_t* data() const { return data_; }
+  // What the matrix product reads: the tiled copy if there is one.
+  const uint8_t* matmul_data() const {
+    return tiles_.data() ? static_cast<const uint8_t*>(tiles_.data()) : data_;
+  }
+  bool tiled() const { return tiles_.data() != nullptr; }
+  void set_tiles(AlignedStorage tiles) { tiles_ = std::move(tiles); }
   const uint8_t* row(int64_t r) const { return data_ + r * row_bytes_; }
   int64_t row_bytes() const { return row_bytes_; }
   const float* scales() const { return scales_; }  // kQ8Group
@@ -74,6 +84,7 @@ class CpuBackend::Weight final : public DeviceWeight {
   int64_t row_bytes_;
   const float* scales_;
   int group_size_;
+  AlignedStorage tiles_;
 };
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(int threads) {
@@ -144,7 +155,24 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::LoadWeight(const Tenso
     return fail(
         absl::StrCat("holds ", view.bytes, " bytes, its shape needs ", row_bytes * view.rows()));
   }
-  return std::make_unique<Weight>(view, row_bytes);
+  auto weight = std::make_unique<Weight>(view, row_bytes);
+  const bool tile = (view.type == TensorType::kQ4_0 && kernels_.tile_q4_0) ||
+                    (view.type == TensorType::kQ8_0 && kernels_.tile_q8_0);
+  if (tile && view.rows() >= kTileRows) {
+    // A copy of the matrix in the kernels' layout (the file's bytes stay mapped for Embed).
+    // Measured on a 2-core Zen 4, AVX-512 VNNI, one thread: Q4_0 24 -> 54 GB/s from cache and
+    // 17 -> 24 GB/s from memory, Q8_0 33 -> 74 and 16 -> 23 GB/s; 32-token prefill 2-3x.
+    AlignedStorage tiles;
+    auto* dst = static_cast<uint8_t*>(tiles.Reserve(static_cast<size_t>(row_bytes * view.rows())));
+    if (dst == nullptr) return fail("out of memory for the tiled copy");
+    const auto* src = static_cast<const uint8_t*>(view.data);
+    const int64_t rows = view.rows();
+    pool_.ParallelFor(CeilDiv(rows, kTileRows), 64, [&](int64_t begin, int64_t end, int) {
+      TileRows(view.type, src, rows, cols, begin * kTileRows, std::min(end * kTileRows, rows), dst);
+    });
+    weight->set_tiles(std::move(tiles));
+  }
+  return weight;
 }
 
 void CpuBackend::Write(DeviceBuffer& dst, int64_t offset, std::span<const float> src) {
@@ -196,16 +224,20 @@ void CpuBackend::PrepareActivations(const Weight& w, const float* in, int n, Mat
   const int64_t scale_stride = static_cast<int64_t>(PadToCacheLine(cols / block, sizeof(float)));
   int8_t* q = acts_.Reserve<int8_t>(n * stride);
   float* s = act_scales_.Reserve<float>(n * scale_stride);
-  Require(q != nullptr && s != nullptr, "MatMul", "out of memory for activations");
+  int32_t* sums = act_sums_.Reserve<int32_t>(n * scale_stride);
+  Require(q != nullptr && s != nullptr && sums != nullptr, "MatMul",
+          "out of memory for activations");
   pool_.ParallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) {
       const float* x = in + t * cols;
       switch (w.type()) {
         case TensorType::kQ8_0:
-          kernels_.quantize_q8_0(x, cols, q + t * stride, s + t * scale_stride);
+          kernels_.quantize_q8_0(x, cols, q + t * stride, s + t * scale_stride,
+                                 sums + t * scale_stride);
           break;
         case TensorType::kQ4_0:
-          kernels_.quantize_q4_0(x, cols, q + t * stride, s + t * scale_stride);
+          kernels_.quantize_q4_0(x, cols, q + t * stride, s + t * scale_stride,
+                                 sums + t * scale_stride);
           break;
         default:
           QuantizeQ8Group(x, cols, w.group_size(), q + t * stride, s + t * scale_stride);
@@ -215,6 +247,7 @@ void CpuBackend::PrepareActivations(const Weight& w, const float* in, int n, Mat
   });
   a.xq = q;
   a.xs = s;
+  a.xsum = sums;
   a.x_stride = stride;
   a.xs_stride = scale_stride;
 }
@@ -228,9 +261,11 @@ void CpuBackend::MatMul(DeviceBuffer& out, const DeviceWeight& weight, const Dev
   Require(in.size() >= n * cols && out.size() >= n * rows, "MatMul", "buffer too small");
   Require(&out != &in, "MatMul", "output aliases input");
   MatMulArgs a;
-  a.w = w.data();
+  a.w = w.matmul_data();
   a.w_row_bytes = w.row_bytes();
+  a.rows = rows;
   a.cols = cols;
+  a.tiled = w.tiled();
   a.w_scales = w.scales();
   a.group_size = w.group_size();
   a.n = n;

@@ -1,6 +1,11 @@
-// The CPU backend: host memory, weights used in place from the mapped model file, SIMD
-// kernels chosen at run time (cpu_level.h) and a thread pool spreading each operation over
-// `threads` threads (the caller included).
+// The CPU backend: host memory, SIMD kernels chosen at run time (cpu_level.h) and a thread
+// pool spreading each operation over `threads` threads (the caller included).
+//
+// Weights are used in place in the mapped model file, except Q4_0 and Q8_0 matrices on the
+// AVX-512 (and, for Q4_0, AVX2) kernels: LoadWeight copies those once into a row-interleaved
+// layout (weight_tiles.h) that the kernels multiply 2-3 times faster; Embed still reads the
+// file. Operations run synchronously on the calling thread and its pool; one thread at a
+// time may drive a backend (they share scratch buffers).
 #ifndef SHARDRUN_KERNELS_CPU_CPU_BACKEND_H_
 #define SHARDRUN_KERNELS_CPU_CPU_BACKEND_H_
 
@@ -68,6 +73,7 @@ class CpuBackend final : public Backend {
   // Scratch, grown to the largest size seen and then reused: no allocation per call.
   AlignedStorage acts_;        // rounded or quantized activations
   AlignedStorage act_scales_;  // their block or group scales
+  AlignedStorage act_sums_;    // and the sums of their int8 blocks
   AlignedStorage scores_;      // attention scores, one row of context_length per thread
   AlignedStorage rope_;        // rope coefficients, one row per thread
   AlignedStorage gain_;        // a norm gain that is not stored as float32

@@ -18,19 +18,25 @@
 namespace shardrun {
 
 struct MatMulArgs {
-  // Weights: row r starts at w + r * w_row_bytes and holds `cols` values.
+  // Weights: row r starts at w + r * w_row_bytes and holds `cols` values. With `tiled`
+  // (Q4_0, Q8_0 on levels that ask for it), the complete tiles of kTileRows rows are in the
+  // layout of weight_tiles.h.
   const uint8_t* w = nullptr;
   int64_t w_row_bytes = 0;
+  int64_t rows = 0;
   int64_t cols = 0;
+  bool tiled = false;
   // kQ8Group: the scales of row r start at w_scales + r * (cols / group_size).
   const float* w_scales = nullptr;
   int group_size = 0;
   // Activations of token t: floats at xf + t * x_stride (F32, F16, BF16 weights, already
   // rounded to the weight's precision), or int8 values at xq + t * x_stride with one scale
-  // per block (Q8_0, Q4_0: 32 values) or group (kQ8Group) at xs + t * xs_stride.
+  // per block (Q8_0, Q4_0: 32 values) or group (kQ8Group) at xs + t * xs_stride, and for
+  // Q8_0 / Q4_0 the sum of each block's int8 values at xsum + t * xs_stride.
   const float* xf = nullptr;
   const int8_t* xq = nullptr;
   const float* xs = nullptr;
+  const int32_t* xsum = nullptr;
   int64_t x_stride = 0;
   int64_t xs_stride = 0;
   int n = 0;  // tokens
@@ -49,9 +55,14 @@ struct CpuKernels {
   void (*round_bf16)(const float* x, float* out, int64_t count);
   // Quantizes one activation row of `cols` values (a multiple of 32) to Q8_0 blocks the way
   // llama.cpp's AVX2 quantize_row_q8_0 does: qs gets the int8 values (in this level's layout
-  // for the given weight type), d one float per block (the F16-rounded block scale).
-  void (*quantize_q8_0)(const float* x, int64_t cols, int8_t* qs, float* d);  // Q8_0 weights
-  void (*quantize_q4_0)(const float* x, int64_t cols, int8_t* qs, float* d);  // Q4_0 weights
+  // for the given weight type), d one float per block (the F16-rounded block scale), sums
+  // the sum of each block's int8 values.
+  using QuantizeFn = void (*)(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* sums);
+  QuantizeFn quantize_q8_0;  // for Q8_0 weights
+  QuantizeFn quantize_q4_0;  // for Q4_0 weights
+  // Whether matmul_q4_0 / matmul_q8_0 want their weights tiled (weight_tiles.h).
+  bool tile_q4_0;
+  bool tile_q8_0;
   MatMulFn matmul_f32;
   MatMulFn matmul_f16;
   MatMulFn matmul_bf16;

@@ -47,7 +47,7 @@ void RoundBF16(const float* x, float* out, int64_t count) {
 }
 
 // llama.cpp's quantize_row_q8_0 (AVX2 branch), instruction for instruction.
-void QuantizeQ8_0(const float* x, int64_t cols, int8_t* qs, float* d) {
+void QuantizeQ8_0(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* sums) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < cols / kQ8_0BlockSize; ++b) {
     const float* p = x + b * kQ8_0BlockSize;
@@ -74,6 +74,13 @@ void QuantizeQ8_0(const float* x, int64_t cols, int8_t* qs, float* d) {
     i0 = _mm256_packs_epi16(i0, i2);
     i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kQ8_0BlockSize), i0);
+    // Sum of the 32 bytes: |q| <= 127, so the 16-bit pair sums of maddubs(1, q) are exact.
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), i0);
+    const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(quads), _mm256_extracti128_si256(quads, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    sums[b] = _mm_cvtsi128_si32(s);
   }
 }
 
@@ -120,12 +127,8 @@ struct FloatKernel {
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
       }
     };
-    const uint8_t* ahead = w[0] + kPrefetchTiles * R * a.w_row_bytes;
     int64_t c = 0;
-    for (; c + 8 <= a.cols; c += 8) {
-      if (t0 == 0) PrefetchAhead(ahead, c / 8, R * 8 * W::kBytes);
-      step(w, x, c);
-    }
+    for (; c + 8 <= a.cols; c += 8) step(w, x, c);
     if (c < a.cols) {
       // The last partial vector goes through zero-padded copies, so it is rounded and summed
       // exactly like the others.
@@ -255,11 +258,80 @@ struct Q8_0Kernel {
 };
 
 template <class K>
-void MatMulQuantized(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
-  if (a.n == 1) {
-    RunTiles<K, 4, 1>(a, row_begin, row_end);
+struct InPlace {
+  static void Run(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+    if (a.n == 1) {
+      RunTiles<K, 4, 1>(a, row_begin, row_end);
+    } else {
+      RunTiles<K, 2, 2>(a, row_begin, row_end);
+    }
+  }
+};
+
+inline __m256i Broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm256_set1_epi32(v);
+}
+
+// Tiled Q4_0 (weight_tiles.h): each 64-byte chunk is two registers of 8 rows. Per row the
+// 8 vpmaddubsw pair sums of a block (nibbles <= 15, |x| <= 127: at most 3810 each) add up to at
+// most 30480 and stay exact in 16 bits, so one vpmaddwd per block and half makes them int32.
+// (Tiled Q8_0 stores w + 128, which vpmaddubsw cannot take: Q8_0 stays in place here.)
+struct Q4_0Tiles {
+  static constexpr int64_t kBlockBytes = kTileRows * sizeof(BlockQ4_0);
+  template <int T>
+  static void Tile(const MatMulArgs& a, int64_t r0, int t0, float* out, int64_t out_stride) {
+    const uint8_t* tile = a.w + r0 * a.w_row_bytes;
+    const int64_t blocks = a.cols / kQ4_0BlockSize;
+    const __m256i low_mask = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2][T];
+    for (int h = 0; h < 2; ++h) {
+      for (int t = 0; t < T; ++t) acc[h][t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* p = tile + b * kBlockBytes;
+      for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h+7
+        const __m256 dw =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+        __m256i lo[4];
+        __m256i hi[4];
+        for (int c = 0; c < 4; ++c) {
+          const __m256i q =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 + 64 * c + 32 * h));
+          lo[c] = _mm256_and_si256(q, low_mask);
+          hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low_mask);
+        }
+        for (int t = 0; t < T; ++t) {
+          const int8_t* x = a.xq + (t0 + t) * a.x_stride + b * kQ4_0BlockSize;
+          const int64_t s = (t0 + t) * a.xs_stride + b;
+          __m256i pairs = _mm256_setzero_si256();
+          for (int c = 0; c < 4; ++c) {
+            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(lo[c], Broadcast4(x + 4 * c)));
+            pairs =
+                _mm256_add_epi16(pairs, _mm256_maddubs_epi16(hi[c], Broadcast4(x + 16 + 4 * c)));
+          }
+          // The nibbles n stand for n - 8.
+          const __m256i dot =
+              _mm256_sub_epi32(_mm256_madd_epi16(pairs, ones), _mm256_set1_epi32(8 * a.xsum[s]));
+          acc[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                      _mm256_mul_ps(dw, _mm256_set1_ps(a.xs[s])), acc[h][t]);
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      _mm256_storeu_ps(out + t * out_stride, acc[0][t]);
+      _mm256_storeu_ps(out + t * out_stride + 8, acc[1][t]);
+    }
+  }
+};
+
+void MatMulQ4_0(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  if (a.tiled) {
+    MatMulTiled<Q4_0Tiles, 2, InPlace<Q4_0Kernel>>(a, row_begin, row_end);
   } else {
-    RunTiles<K, 2, 2>(a, row_begin, row_end);
+    InPlace<Q4_0Kernel>::Run(a, row_begin, row_end);
   }
 }
 
@@ -297,11 +369,13 @@ const CpuKernels& Avx2Kernels() {
       .round_bf16 = RoundBF16,
       .quantize_q8_0 = QuantizeQ8_0,
       .quantize_q4_0 = QuantizeQ8_0,
+      .tile_q4_0 = true,
+      .tile_q8_0 = false,
       .matmul_f32 = MatMulFloat<LoadF32>,
       .matmul_f16 = MatMulFloat<LoadF16>,
       .matmul_bf16 = MatMulFloat<LoadBF16>,
-      .matmul_q8_0 = MatMulQuantized<Q8_0Kernel>,
-      .matmul_q4_0 = MatMulQuantized<Q4_0Kernel>,
+      .matmul_q8_0 = InPlace<Q8_0Kernel>::Run,
+      .matmul_q4_0 = MatMulQ4_0,
       .matmul_q8_group = MatMulQ8Group,
       .dot = Dot,
       .axpy = Axpy,

@@ -19,17 +19,20 @@ void RoundBF16(const float* x, float* out, int64_t count) {
 
 // llama.cpp's AVX2 quantize_row_q8_0, in scalar form: id = 127 / amax (not 1 / d) and
 // rounding half to even (_mm256_round_ps), saturated to int8 (_mm256_packs_epi16).
-void QuantizeQ8_0(const float* x, int64_t cols, int8_t* qs, float* d) {
+void QuantizeQ8_0(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* sums) {
   for (int64_t b = 0; b < cols / kQ8_0BlockSize; ++b) {
     const float* v = x + b * kQ8_0BlockSize;
     float amax = 0.0f;
     for (int j = 0; j < kQ8_0BlockSize; ++j) amax = std::max(amax, std::fabs(v[j]));
     d[b] = F16ToF32(F32ToF16(amax / 127.0f));
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t sum = 0;
     for (int j = 0; j < kQ8_0BlockSize; ++j) {
       const float q = std::nearbyint(v[j] * id);
       qs[b * kQ8_0BlockSize + j] = static_cast<int8_t>(std::clamp(q, -128.0f, 127.0f));
+      sum += qs[b * kQ8_0BlockSize + j];
     }
+    sums[b] = sum;
   }
 }
 
@@ -133,6 +136,8 @@ const CpuKernels& GenericKernels() {
       .round_bf16 = RoundBF16,
       .quantize_q8_0 = QuantizeQ8_0,
       .quantize_q4_0 = QuantizeQ8_0,
+      .tile_q4_0 = false,
+      .tile_q8_0 = false,
       .matmul_f32 = MatMulF32,
       .matmul_f16 = MatMulF16,
       .matmul_bf16 = MatMulBF16,

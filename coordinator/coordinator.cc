@@ -1,0 +1,340 @@
+#include "coordinator/coordinator.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "partitioner/byte_size.h"
+#include "partitioner/partitioner.h"
+#include "proto/message_codec.h"
+#include "spdlog/spdlog.h"
+
+namespace shardrun {
+namespace {
+
+wire::Envelope& Start(wire::Envelope& envelope) {
+  envelope.Clear();
+  envelope.set_protocol_version(wire::PROTOCOL_VERSION);
+  return envelope;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(const CoordinatorOptions& options, const ModelFile& model,
+                         zmq::context_t context)
+    : options_(options),
+      model_(model),
+      context_(std::move(context)),
+      control_(context_, zmq::socket_type::router, "coordinator") {}
+
+Coordinator::~Coordinator() = default;
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options,
+                                                                 const ModelFile& model) {
+  std::unique_ptr<Coordinator> c(new Coordinator(options, model, zmq::context_t()));
+  const absl::Time t0 = absl::Now();
+  c->model_hash_ = HashBytes(model.bytes());
+  spdlog::debug("model sha256 {} ({:.0f} ms)", ShortDigest(c->model_hash_),
+                absl::ToDoubleMilliseconds(absl::Now() - t0));
+  try {
+    // Report unroutable peers (a dead worker) as errors instead of dropping silently.
+    c->control_.socket().set(zmq::sockopt::router_mandatory, 1);
+    c->control_.socket().bind(options.listen);
+    c->endpoint_ = c->control_.socket().get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
+  }
+  spdlog::info("coordinator listening on {}", c->endpoint_);
+  return c;
+}
+
+int Coordinator::context_length() const {
+  const int model_ctx = model_.config().context_length;
+  return options_.context_length > 0 ? std::min(options_.context_length, model_ctx) : model_ctx;
+}
+
+void Coordinator::Send(const std::string& worker, const wire::Envelope& envelope,
+                       std::span<const std::span<const uint8_t>> tensors) {
+  if (absl::Status s = control_.Send(envelope, tensors, worker); !s.ok()) {
+    spdlog::warn("{}", std::string(s.message()));
+  }
+}
+
+void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hello) {
+  wire::Welcome* welcome = Start(out_).mutable_welcome();
+  welcome->set_protocol_version(wire::PROTOCOL_VERSION);
+  welcome->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  welcome->set_coordinator_timeout_ms(absl::ToInt64Milliseconds(options_.worker_timeout));
+  std::string refusal;
+  if (absl::Status s = CheckProtocolVersion(control_.envelope()); !s.ok()) {
+    refusal = std::string(s.message());
+  } else if (hello.worker_id() != sender) {
+    refusal = "worker id does not match the connection's identity";
+  } else if (!hello.capabilities().has_model_file()) {
+    refusal = "workers without the model file (--no-local-model) are not supported yet";
+  } else if (hello.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
+    refusal = absl::StrCat("model file differs from the coordinator's (sha256 ",
+                           ShortDigest(model_hash_), "...)");
+  } else if (hello.budget().memory_bytes() <= 0 || hello.budget().threads() < 1) {
+    refusal = "the budget needs memory > 0 and threads >= 1";
+  } else if (!plan_.assignments.empty() && !workers_.contains(sender)) {
+    refusal = "the cluster is already running";
+  }
+  if (!refusal.empty()) {
+    welcome->set_accepted(false);
+    welcome->set_reason(refusal);
+    spdlog::warn("refused worker {} ({}): {}", sender, hello.capabilities().host(), refusal);
+    Send(sender, out_);
+    return;
+  }
+  welcome->set_accepted(true);
+  WorkerInfo& info = workers_[sender];
+  const bool again = info.pid != 0;
+  info.budget.worker_id = sender;
+  info.budget.host = hello.capabilities().host();
+  info.budget.memory_bytes = hello.budget().memory_bytes();
+  info.budget.threads = hello.budget().threads();
+  info.budget.backend = BackendKind::kCpu;
+  info.budget.compute_capacity = hello.budget().threads();
+  info.data_endpoint = hello.data_endpoint();
+  info.simd_level = hello.capabilities().simd_level();
+  info.pid = hello.capabilities().pid();
+  info.has_model_file = hello.capabilities().has_model_file();
+  info.last_heard = absl::Now();
+  Send(sender, out_);
+  if (!again) {
+    spdlog::info("worker {} registered: host {}, pid {}, {} threads, {} memory, {}", sender,
+                 info.budget.host, info.pid, info.budget.threads,
+                 FormatBytes(info.budget.memory_bytes), info.simd_level);
+  }
+}
+
+void Coordinator::Pump(absl::Duration timeout) {
+  const auto wait = std::chrono::milliseconds(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
+  bool got = control_.Receive(wait);
+  while (got) {
+    const std::string& sender = control_.sender();
+    const wire::Envelope& env = control_.envelope();
+    if (auto it = workers_.find(sender); it != workers_.end()) it->second.last_heard = absl::Now();
+    switch (env.body_case()) {
+      case wire::Envelope::kHello:
+        HandleHello(sender, env.hello());
+        break;
+      case wire::Envelope::kHeartbeat:
+        if (auto it = workers_.find(sender); it != workers_.end()) {
+          it->second.step_time_us = env.heartbeat().step_time_us();
+        }
+        break;
+      case wire::Envelope::kLoadProgress:
+        if (env.load_progress().plan_id() == plan_id_ && loads_.contains(sender)) {
+          loads_[sender] = env.load_progress();
+        } else {
+          control_.DropUnexpected("load progress for another plan");
+        }
+        break;
+      case wire::Envelope::kLogits: {
+        const wire::Logits& l = env.logits();
+        if (l.sequence_id() != wait_sequence_ || l.step() != wait_step_ || logits_arrived_ ||
+            control_.tensors().size() != 1 ||
+            control_.tensors()[0].size() != wait_logits_.size_bytes()) {
+          control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
+                                               l.step(), " that nobody waits for"));
+          break;
+        }
+        std::memcpy(wait_logits_.data(), control_.tensors()[0].data(), wait_logits_.size_bytes());
+        for (const wire::StageTiming& t : l.timings()) {
+          if (t.stage() >= 0 && t.stage() < static_cast<int>(stage_times_.size())) {
+            stage_times_[t.stage()].steps++;
+            stage_times_[t.stage()].compute_us += t.compute_us();
+          }
+        }
+        logits_arrived_ = true;
+        break;
+      }
+      case wire::Envelope::kError:
+        worker_error_ = absl::StrCat("worker ", sender, ": ", env.error().message());
+        break;
+      case wire::Envelope::kLeaving:
+        spdlog::warn("worker {} is leaving: {}", sender, env.leaving().reason());
+        workers_.erase(sender);
+        break;
+      default:
+        control_.DropUnexpected(absl::StrCat("message of kind ", env.body_case(), " from ", sender));
+    }
+    got = control_.ReceiveNow();
+  }
+  if (absl::Now() - last_heartbeat_ >= options_.heartbeat_interval) SendHeartbeats();
+}
+
+void Coordinator::SendHeartbeats() {
+  last_heartbeat_ = absl::Now();
+  Start(out_).mutable_heartbeat()->set_sent_at_us(absl::ToUnixMicros(last_heartbeat_));
+  for (const auto& [id, info] : workers_) Send(id, out_);
+}
+
+absl::Status Coordinator::CheckWorkersAlive() const {
+  for (const std::string& id : stage_workers_) {
+    auto it = workers_.find(id);
+    if (it == workers_.end()) return absl::UnavailableError(absl::StrCat("worker ", id, " left"));
+    const absl::Duration silent = absl::Now() - it->second.last_heard;
+    if (silent > options_.worker_timeout) {
+      return absl::UnavailableError(absl::StrCat("worker ", id, " has been silent for ",
+                                                 absl::FormatDuration(silent)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::WaitForWorkers() {
+  const absl::Time deadline = absl::Now() + options_.register_timeout;
+  absl::Time last_report = absl::Now();
+  while (static_cast<int>(workers_.size()) < options_.expected_workers) {
+    if (absl::Now() > deadline) {
+      std::vector<std::string> missing;
+      for (const std::string& id : options_.expected_ids) {
+        if (!workers_.contains(id)) missing.push_back(id);
+      }
+      std::vector<std::string> present;
+      for (const auto& [id, info] : workers_) present.push_back(id);
+      return absl::DeadlineExceededError(absl::StrCat(
+          "waited ", absl::FormatDuration(options_.register_timeout), " for ",
+          options_.expected_workers, " workers at ", endpoint_, "; ", workers_.size(),
+          " registered (", present.empty() ? "none" : absl::StrJoin(present, ", "), ")",
+          missing.empty() ? "" : absl::StrCat("; missing: ", absl::StrJoin(missing, ", "))));
+    }
+    if (absl::Now() - last_report > absl::Seconds(5)) {
+      spdlog::info("waiting for workers: {} of {} registered", workers_.size(),
+                   options_.expected_workers);
+      last_report = absl::Now();
+    }
+    Pump(absl::Milliseconds(100));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ShardPlan> Coordinator::Plan() const {
+  std::vector<WorkerBudget> budgets;
+  // Locally started workers plan in their start order; others in registration-id order.
+  for (const std::string& id : options_.expected_ids) {
+    if (auto it = workers_.find(id); it != workers_.end()) budgets.push_back(it->second.budget);
+  }
+  for (const auto& [id, info] : workers_) {
+    if (std::find(options_.expected_ids.begin(), options_.expected_ids.end(), id) ==
+        options_.expected_ids.end()) {
+      budgets.push_back(info.budget);
+    }
+  }
+  PlanOptions plan_options;
+  plan_options.kind = options_.kind;
+  plan_options.context_length = context_length();
+  plan_options.max_batch = options_.max_batch;
+  plan_options.max_sequences = options_.max_sequences;
+  return MakePlan(ShapeOf(model_), budgets, plan_options);
+}
+
+absl::Status Coordinator::Deploy(const ShardPlan& plan) {
+  plan_ = plan;
+  ++plan_id_;
+  loads_.clear();
+  stage_workers_.clear();
+  stage_times_.assign(plan.stages.size(), StageTimes{});
+  for (const Stage& stage : plan.stages) {
+    if (stage.assignments.size() != 1) {
+      return absl::UnimplementedError("only one worker per stage is supported yet");
+    }
+    stage_workers_.push_back(plan.workers[plan.assignments[stage.assignments[0]].worker].worker_id);
+  }
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const ShardAssignment& a = plan.assignments[plan.stages[s].assignments[0]];
+    const std::string& id = stage_workers_[s];
+    wire::Assign* assign = Start(out_).mutable_assign();
+    assign->set_plan_id(plan_id_);
+    assign->set_stage(static_cast<int32_t>(s));
+    assign->mutable_slice()->set_embedding(a.slice.embedding);
+    assign->mutable_slice()->set_layer_begin(a.slice.layers.begin);
+    assign->mutable_slice()->set_layer_end(a.slice.layers.end);
+    assign->mutable_slice()->set_head(a.slice.head);
+    assign->set_context_length(plan.context_length);
+    assign->set_max_batch(options_.max_batch);
+    assign->set_max_sequences(options_.max_sequences);
+    assign->set_model_hash(model_hash_.data(), model_hash_.size());
+    assign->set_activation_type(options_.activation_type);
+    if (s + 1 < plan.stages.size()) {
+      assign->set_next_endpoint(workers_.at(stage_workers_[s + 1]).data_endpoint);
+    }
+    loads_[id] = wire::LoadProgress();
+    Send(id, out_);
+  }
+  // Wait for every shard, showing progress per worker.
+  const absl::Time deadline = absl::Now() + options_.load_timeout;
+  absl::Time last_report = absl::InfinitePast();
+  while (true) {
+    bool all_done = true;
+    for (const auto& [id, p] : loads_) {
+      if (!p.error().empty()) {
+        return absl::InternalError(absl::StrCat("worker ", id, " could not load its shard: ",
+                                                p.error()));
+      }
+      all_done = all_done && p.done();
+    }
+    if (all_done) break;
+    if (absl::Status s = CheckWorkersAlive(); !s.ok()) return s;
+    if (absl::Now() > deadline) return absl::DeadlineExceededError("loading the shards timed out");
+    if (absl::Now() - last_report > absl::Milliseconds(500)) {
+      std::vector<std::string> parts;
+      for (const auto& [id, p] : loads_) {
+        parts.push_back(p.done() ? absl::StrCat(id, " ready")
+                                 : absl::StrCat(id, " ", FormatBytes(p.bytes_done()), "/",
+                                                FormatBytes(p.bytes_total())));
+      }
+      spdlog::info("loading: {}", absl::StrJoin(parts, ", "));
+      last_report = absl::Now();
+    }
+    Pump(absl::Milliseconds(50));
+  }
+  for (const auto& [id, p] : loads_) spdlog::info("worker {} loaded its shard", id);
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
+                                  std::span<float> logits) {
+  if (stage_workers_.empty()) return absl::FailedPreconditionError("no plan deployed");
+  wire::Activation* a = Start(out_).mutable_activation();
+  a->set_sequence_id(sequence_id);
+  a->set_step(next_step_);
+  a->set_pos0(pos0);
+  a->set_n_tokens(static_cast<int32_t>(tokens.size()));
+  a->mutable_tokens()->Add(tokens.begin(), tokens.end());
+  a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
+  wait_sequence_ = sequence_id;
+  wait_step_ = next_step_++;
+  wait_logits_ = logits;
+  logits_arrived_ = false;
+  worker_error_.clear();
+  Send(stage_workers_[0], out_);
+  const absl::Time deadline = absl::Now() + options_.step_timeout;
+  while (!logits_arrived_) {
+    if (!worker_error_.empty()) return absl::InternalError(worker_error_);
+    if (absl::Status s = CheckWorkersAlive(); !s.ok()) return s;
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no logits within ", absl::FormatDuration(options_.step_timeout)));
+    }
+    Pump(absl::Milliseconds(100));
+  }
+  return absl::OkStatus();
+}
+
+void Coordinator::EndSequence(uint64_t sequence_id) {
+  Start(out_).mutable_end_sequence()->set_sequence_id(sequence_id);
+  for (const std::string& id : stage_workers_) Send(id, out_);
+}
+
+void Coordinator::Shutdown(const std::string& reason) {
+  Start(out_).mutable_shutdown()->set_reason(reason);
+  for (const auto& [id, info] : workers_) Send(id, out_);
+}
+
+}  // namespace shardrun

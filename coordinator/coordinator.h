@@ -1,0 +1,130 @@
+// The coordinator: registers workers, plans the partition, places the shards and drives
+// forward passes through the stages.
+//
+// One ROUTER socket carries every control message (hello, assign, load progress, heartbeats,
+// logits). Activations travel peer to peer between stages; the coordinator sends token ids to
+// the first stage and receives logits from the last, so a token costs one hop per stage.
+#ifndef SHARDRUN_COORDINATOR_COORDINATOR_H_
+#define SHARDRUN_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "model/content_hash.h"
+#include "model/model_file.h"
+#include "partitioner/model_shape.h"
+#include "partitioner/shard_plan.h"
+#include "proto/channel.h"
+#include "proto/shardrun.pb.h"
+
+namespace shardrun {
+
+struct CoordinatorOptions {
+  std::string listen = "tcp://127.0.0.1:0";  // port 0: any free port (see endpoint())
+  int expected_workers = 1;
+  std::vector<std::string> expected_ids;  // locally started workers, for "who is missing"
+  absl::Duration register_timeout = absl::Seconds(30);
+  absl::Duration load_timeout = absl::Minutes(10);
+  absl::Duration step_timeout = absl::Seconds(60);
+  absl::Duration heartbeat_interval = absl::Milliseconds(500);
+  absl::Duration worker_timeout = absl::Seconds(5);
+  PartitionKind kind = PartitionKind::kLayer;
+  int context_length = 0;  // 0: the model's
+  int max_batch = 64;
+  int max_sequences = 1;
+  wire::ActivationType activation_type = wire::ACTIVATION_F32;
+};
+
+// A registered worker.
+struct WorkerInfo {
+  WorkerBudget budget;
+  std::string data_endpoint;
+  std::string simd_level;
+  int pid = 0;
+  bool has_model_file = false;
+  absl::Time last_heard;
+  int64_t step_time_us = 0;
+};
+
+// Compute time per stage accumulated over the steps of a run.
+struct StageTimes {
+  int64_t steps = 0;
+  int64_t compute_us = 0;
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options,
+                                                             const ModelFile& model);
+  ~Coordinator();
+
+  // The control endpoint workers connect to (with the real port when listening on port 0).
+  const std::string& endpoint() const { return endpoint_; }
+
+  // Accepts registrations until `expected_workers` are in, or fails after the timeout with
+  // a message naming who is missing.
+  absl::Status WaitForWorkers();
+  // Plans over the registered workers.
+  absl::StatusOr<ShardPlan> Plan() const;
+  // Assigns every shard, streams load progress to the log, waits until all are loaded.
+  absl::Status Deploy(const ShardPlan& plan);
+
+  // One forward pass of `tokens` at pos0.. of sequence `sequence_id` through the stages;
+  // writes the last token's logits.
+  absl::Status Forward(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
+                       std::span<float> logits);
+  // Frees the sequence's KV caches on every worker.
+  void EndSequence(uint64_t sequence_id);
+  // Tells every worker to exit.
+  void Shutdown(const std::string& reason);
+
+  const std::map<std::string, WorkerInfo>& workers() const { return workers_; }
+  const std::vector<StageTimes>& stage_times() const { return stage_times_; }
+  const ShardPlan& plan() const { return plan_; }
+  const ModelFile& model() const { return model_; }
+  const CoordinatorOptions& options() const { return options_; }
+  int context_length() const;
+
+ private:
+  Coordinator(const CoordinatorOptions& options, const ModelFile& model, zmq::context_t context);
+  // Handles messages for up to `timeout`; returns after the first batch.
+  void Pump(absl::Duration timeout);
+  void HandleHello(const std::string& sender, const wire::Hello& hello);
+  void SendHeartbeats();
+  absl::Status CheckWorkersAlive() const;
+  void Send(const std::string& worker, const wire::Envelope& envelope,
+            std::span<const std::span<const uint8_t>> tensors = {});
+
+  CoordinatorOptions options_;
+  const ModelFile& model_;
+  Sha256 model_hash_{};
+  zmq::context_t context_;
+  Channel control_;
+  std::string endpoint_;
+  std::map<std::string, WorkerInfo> workers_;
+  ShardPlan plan_;
+  uint64_t plan_id_ = 0;
+  std::vector<std::string> stage_workers_;  // worker id of each stage (layer plans)
+  // Per-worker load state during Deploy.
+  std::map<std::string, wire::LoadProgress> loads_;
+  // The logits the current Forward waits for.
+  uint64_t wait_sequence_ = 0;
+  uint64_t wait_step_ = 0;
+  std::span<float> wait_logits_;
+  bool logits_arrived_ = false;
+  std::string worker_error_;
+  uint64_t next_step_ = 1;
+  std::vector<StageTimes> stage_times_;
+  absl::Time last_heartbeat_ = absl::InfinitePast();
+  wire::Envelope out_;
+};
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_COORDINATOR_COORDINATOR_H_

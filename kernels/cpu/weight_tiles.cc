@@ -1,0 +1,54 @@
+#include "kernels/cpu/weight_tiles.h"
+
+#include <cstring>
+
+namespace shardrun {
+namespace {
+
+void TileQ4_0(const BlockQ4_0* const* rows, int64_t blocks, uint8_t* dst) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* out = dst + b * kTileRows * sizeof(BlockQ4_0);
+    for (int r = 0; r < kTileRows; ++r) std::memcpy(out + 2 * r, &rows[r][b].d, 2);
+    for (int c = 0; c < 4; ++c) {
+      for (int r = 0; r < kTileRows; ++r) {
+        std::memcpy(out + 32 + 64 * c + 4 * r, rows[r][b].qs + 4 * c, 4);
+      }
+    }
+  }
+}
+
+void TileQ8_0(const BlockQ8_0* const* rows, int64_t blocks, uint8_t* dst) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* out = dst + b * kTileRows * sizeof(BlockQ8_0);
+    for (int r = 0; r < kTileRows; ++r) std::memcpy(out + 2 * r, &rows[r][b].d, 2);
+    for (int c = 0; c < 8; ++c) {
+      for (int r = 0; r < kTileRows; ++r) {
+        for (int i = 0; i < 4; ++i) {
+          out[32 + 64 * c + 4 * r + i] = static_cast<uint8_t>(rows[r][b].qs[4 * c + i]) ^ 0x80;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void TileRows(TensorType type, const uint8_t* src, int64_t rows, int64_t cols, int64_t row_begin,
+              int64_t row_end, uint8_t* dst) {
+  const auto row_bytes = static_cast<int64_t>(TensorBytes(type, cols));
+  const int64_t blocks = cols / BlockElements(type);
+  const int64_t tiled_end = rows / kTileRows * kTileRows;
+  int64_t r = row_begin;
+  for (; r + kTileRows <= row_end && r < tiled_end; r += kTileRows) {
+    const uint8_t* rows_src[kTileRows];
+    for (int i = 0; i < kTileRows; ++i) rows_src[i] = src + (r + i) * row_bytes;
+    if (type == TensorType::kQ4_0) {
+      TileQ4_0(reinterpret_cast<const BlockQ4_0* const*>(rows_src), blocks, dst + r * row_bytes);
+    } else {
+      TileQ8_0(reinterpret_cast<const BlockQ8_0* const*>(rows_src), blocks, dst + r * row_bytes);
+    }
+  }
+  if (r < row_end) std::memcpy(dst + r * row_bytes, src + r * row_bytes, (row_end - r) * row_bytes);
+}
+
+}  // namespace shardrun

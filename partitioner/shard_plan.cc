@@ -1,0 +1,54 @@
+#include "partitioner/shard_plan.h"
+
+#include <array>
+#include <cctype>
+#include <utility>
+
+namespace shardrun {
+namespace {
+
+constexpr std::array<std::pair<PartitionKind, std::string_view>, 4> kKindNames = {{
+    {PartitionKind::kLayer, "layer"},
+    {PartitionKind::kPipeline, "pipeline"},
+    {PartitionKind::kTensor, "tensor"},
+    {PartitionKind::kExpert, "expert"},
+}};
+
+}  // namespace
+
+std::string_view PartitionKindName(PartitionKind kind) {
+  for (const auto& [k, name] : kKindNames) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
+
+std::optional<PartitionKind> PartitionKindFromName(std::string_view name) {
+  // Case-insensitive: `--type Pipeline` means the same as `--type pipeline`.
+  std::string lower(name);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& [kind, k_name] : kKindNames) {
+    if (lower == k_name) return kind;
+  }
+  return std::nullopt;
+}
+
+std::string_view BackendKindName(BackendKind kind) {
+  switch (kind) {
+    case BackendKind::kCpu:
+      return "cpu";
+    case BackendKind::kVulkan:
+      return "vulkan";
+  }
+  return "unknown";
+}
+
+int64_t ShardPlan::BytesFor(int worker) const {
+  int64_t bytes = 0;
+  for (const ShardAssignment& a : assignments) {
+    if (a.worker == worker) bytes += a.weight_bytes + a.kv_cache_bytes + a.activation_bytes;
+  }
+  return bytes;
+}
+
+}  // namespace shardrun

@@ -1,0 +1,353 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/cpu/cpu_level.h"
+#include "model/content_hash.h"
+#include "model/model_file.h"
+#include "proto/channel.h"
+#include "proto/message_codec.h"
+#include "spdlog/spdlog.h"
+#include "worker/shard_runtime.h"
+
+namespace shardrun {
+namespace {
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+// The host part of "tcp://host:port".
+std::string EndpointHost(const std::string& endpoint) {
+  std::string rest = endpoint;
+  if (const size_t p = rest.find("://"); p != std::string::npos) rest = rest.substr(p + 3);
+  if (const size_t p = rest.rfind(':'); p != std::string::npos) rest = rest.substr(0, p);
+  return rest;
+}
+
+class WorkerLoop {
+ public:
+  WorkerLoop(const WorkerOptions& options, const std::atomic<bool>* stop)
+      : options_(options),
+        stop_(stop),
+        control_(context_, zmq::socket_type::dealer, "worker " + options.id + " control"),
+        data_in_(context_, zmq::socket_type::pull, "worker " + options.id + " data"),
+        data_out_(context_, zmq::socket_type::push, "worker " + options.id + " next") {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status Setup();
+  void SendHello();
+  absl::Status HandleControl();
+  void HandleActivation(Channel& in);
+  absl::Status HandleAssign(const wire::Assign& assign);
+  void SendToCoordinator(const wire::Envelope& envelope,
+                         std::span<const std::span<const uint8_t>> tensors = {});
+  void SendError(const std::string& message, uint64_t sequence_id);
+
+  const WorkerOptions& options_;
+  const std::atomic<bool>* stop_;
+  zmq::context_t context_;
+  Channel control_;
+  Channel data_in_;
+  Channel data_out_;
+  std::string data_endpoint_;
+  std::unique_ptr<ModelFile> model_;
+  Sha256 model_hash_{};
+  std::unique_ptr<ShardRuntime> shard_;
+  bool welcomed_ = false;
+  bool done_ = false;
+  absl::Status exit_status_;
+  absl::Duration heartbeat_interval_ = absl::Milliseconds(500);
+  absl::Duration coordinator_timeout_ = absl::Seconds(10);
+  absl::Time last_heard_ = absl::Now();
+  absl::Time last_sent_ = absl::InfinitePast();
+  int64_t recent_step_us_ = 0;
+  wire::Envelope out_;             // reused for every message sent
+  std::vector<uint8_t> encoded_;  // encoded hidden state, reused
+};
+
+absl::Status WorkerLoop::Setup() {
+  if (!options_.model_path.empty()) {
+    auto model = ModelFile::Open(options_.model_path);
+    if (!model.ok()) return model.status();
+    model_ = *std::move(model);
+    const absl::Time t0 = absl::Now();
+    model_hash_ = HashBytes(model_->bytes());
+    spdlog::debug("{}: sha256 {} ({:.0f} ms)", options_.model_path, ShortDigest(model_hash_),
+                  absl::ToDoubleMilliseconds(absl::Now() - t0));
+  }
+  // The data socket listens where the coordinator can tell the previous stage to connect.
+  std::string host = options_.advertise_host;
+  if (host.empty()) host = EndpointHost(options_.connect);
+  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "::1";
+  try {
+    data_in_.socket().bind(loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0");
+    std::string bound = data_in_.socket().get(zmq::sockopt::last_endpoint);
+    const std::string port = bound.substr(bound.rfind(':') + 1);
+    if (!loopback && options_.advertise_host.empty()) {
+      return absl::InvalidArgumentError(
+          "--advertise HOST is required when the coordinator is not on this host (the address "
+          "other workers use to reach this one)");
+    }
+    data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
+    control_.socket().set(zmq::sockopt::routing_id, options_.id);
+    control_.socket().connect(options_.connect);
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(absl::StrCat("cannot open sockets: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+void WorkerLoop::SendHello() {
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  wire::Hello* hello = out_.mutable_hello();
+  hello->set_protocol_version(wire::PROTOCOL_VERSION);
+  hello->set_worker_id(options_.id);
+  hello->mutable_budget()->set_memory_bytes(options_.memory_bytes);
+  hello->mutable_budget()->set_threads(options_.threads);
+  hello->mutable_budget()->set_backend(wire::BACKEND_CPU);
+  wire::Capabilities* caps = hello->mutable_capabilities();
+  caps->set_simd_level(std::string(CpuLevelName(BestCpuLevel())));
+  caps->set_cores(static_cast<int32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+  caps->set_host(HostName());
+  caps->set_pid(getpid());
+  caps->set_has_model_file(model_ != nullptr);
+  if (model_ != nullptr) hello->set_model_hash(model_hash_.data(), model_hash_.size());
+  hello->set_data_endpoint(data_endpoint_);
+  SendToCoordinator(out_);
+}
+
+void WorkerLoop::SendToCoordinator(const wire::Envelope& envelope,
+                                   std::span<const std::span<const uint8_t>> tensors) {
+  if (absl::Status s = control_.Send(envelope, tensors); !s.ok()) {
+    spdlog::warn("{}", std::string(s.message()));
+  }
+  last_sent_ = absl::Now();
+}
+
+void WorkerLoop::SendError(const std::string& message, uint64_t sequence_id) {
+  spdlog::error("worker {}: {}", options_.id, message);
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  out_.mutable_error()->set_message(message);
+  out_.mutable_error()->set_sequence_id(sequence_id);
+  SendToCoordinator(out_);
+}
+
+absl::Status WorkerLoop::HandleAssign(const wire::Assign& assign) {
+  if (model_ == nullptr) {
+    return absl::UnimplementedError(
+        "this worker has no model file, and streamed weights are not supported yet");
+  }
+  if (assign.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
+    return absl::FailedPreconditionError("the assignment is for another model file");
+  }
+  shard_.reset();
+  absl::Time last_report = absl::InfinitePast();
+  auto report = [&](int64_t done, int64_t total) {
+    if (done < total && absl::Now() - last_report < absl::Milliseconds(200)) return;
+    last_report = absl::Now();
+    out_.Clear();
+    out_.set_protocol_version(wire::PROTOCOL_VERSION);
+    wire::LoadProgress* p = out_.mutable_load_progress();
+    p->set_plan_id(assign.plan_id());
+    p->set_bytes_done(done);
+    p->set_bytes_total(total);
+    SendToCoordinator(out_);
+  };
+  auto shard = ShardRuntime::Load(*model_, assign, options_.threads, report);
+  if (!shard.ok()) return shard.status();
+  shard_ = *std::move(shard);
+  if (!assign.next_endpoint().empty()) {
+    try {
+      data_out_.socket().connect(assign.next_endpoint());
+    } catch (const zmq::error_t& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", assign.next_endpoint(), ": ", e.what()));
+    }
+  }
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  out_.mutable_load_progress()->set_plan_id(assign.plan_id());
+  out_.mutable_load_progress()->set_done(true);
+  SendToCoordinator(out_);
+  spdlog::info("worker {}: loaded {}", options_.id, shard_->slice().ToString());
+  return absl::OkStatus();
+}
+
+absl::Status WorkerLoop::HandleControl() {
+  while (control_.ReceiveNow()) {
+    last_heard_ = absl::Now();
+    const wire::Envelope& env = control_.envelope();
+    switch (env.body_case()) {
+      case wire::Envelope::kWelcome: {
+        if (absl::Status s = CheckProtocolVersion(env); !s.ok()) return s;
+        if (!env.welcome().accepted()) {
+          return absl::PermissionDeniedError(
+              absl::StrCat("the coordinator refused this worker: ", env.welcome().reason()));
+        }
+        welcomed_ = true;
+        if (env.welcome().heartbeat_interval_ms() > 0) {
+          heartbeat_interval_ = absl::Milliseconds(env.welcome().heartbeat_interval_ms());
+        }
+        if (env.welcome().coordinator_timeout_ms() > 0) {
+          coordinator_timeout_ = absl::Milliseconds(env.welcome().coordinator_timeout_ms());
+        }
+        spdlog::debug("worker {}: registered", options_.id);
+        break;
+      }
+      case wire::Envelope::kAssign:
+        if (absl::Status s = HandleAssign(env.assign()); !s.ok()) {
+          out_.Clear();
+          out_.set_protocol_version(wire::PROTOCOL_VERSION);
+          out_.mutable_load_progress()->set_plan_id(env.assign().plan_id());
+          out_.mutable_load_progress()->set_error(std::string(s.message()));
+          SendToCoordinator(out_);
+          spdlog::error("worker {}: loading failed: {}", options_.id, std::string(s.message()));
+        }
+        break;
+      case wire::Envelope::kActivation:
+        // The coordinator feeds the first stage through the control socket.
+        HandleActivation(control_);
+        break;
+      case wire::Envelope::kEndSequence:
+        if (shard_) shard_->EndSequence(env.end_sequence().sequence_id());
+        break;
+      case wire::Envelope::kHeartbeat:
+        break;
+      case wire::Envelope::kShutdown:
+        spdlog::debug("worker {}: shutdown ({})", options_.id, env.shutdown().reason());
+        done_ = true;
+        return absl::OkStatus();
+      default:
+        control_.DropUnexpected(absl::StrCat("control message of kind ", env.body_case()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void WorkerLoop::HandleActivation(Channel& in) {
+  const wire::Activation& a = in.envelope().activation();
+  if (shard_ == nullptr) {
+    in.DropUnexpected("activation before a shard was loaded");
+    return;
+  }
+  const std::span<const uint8_t> frame = in.tensors().empty() ? std::span<const uint8_t>()
+                                                              : in.tensors()[0];
+  const int64_t t0 = NowMicros();
+  if (absl::Status s = shard_->Step(a, frame); !s.ok()) {
+    SendError(std::string(s.message()), a.sequence_id());
+    return;
+  }
+  const int64_t compute_us = NowMicros() - t0;
+  recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
+
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  const std::span<const float> result = shard_->output();
+  if (shard_->slice().head) {
+    wire::Logits* logits = out_.mutable_logits();
+    logits->set_sequence_id(a.sequence_id());
+    logits->set_step(a.step());
+    SetTensorFrame(wire::ACTIVATION_F32, 1, static_cast<int64_t>(result.size()),
+                   logits->mutable_logits());
+    *logits->mutable_timings() = a.timings();
+    wire::StageTiming* t = logits->add_timings();
+    t->set_stage(shard_->assign().stage());
+    t->set_compute_us(compute_us);
+    const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
+                                         result.size_bytes());
+    SendToCoordinator(out_, {&bytes, 1});
+    return;
+  }
+  wire::Activation* next = out_.mutable_activation();
+  next->set_sequence_id(a.sequence_id());
+  next->set_step(a.step());
+  next->set_pos0(a.pos0());
+  next->set_n_tokens(a.n_tokens());
+  next->set_from_stage(shard_->assign().stage());
+  next->set_sent_at_us(NowMicros());
+  *next->mutable_timings() = a.timings();
+  wire::StageTiming* t = next->add_timings();
+  t->set_stage(shard_->assign().stage());
+  t->set_compute_us(compute_us);
+  const wire::ActivationType type = shard_->assign().activation_type();
+  SetTensorFrame(type, a.n_tokens(), shard_->dim(), next->mutable_hidden());
+  encoded_.resize(EncodedActivationBytes(type, static_cast<size_t>(a.n_tokens()),
+                                         static_cast<size_t>(shard_->dim())));
+  EncodeActivations(type, result, encoded_.data());
+  const std::span<const uint8_t> bytes(encoded_);
+  if (absl::Status s = data_out_.Send(out_, {&bytes, 1}); !s.ok()) {
+    SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
+  }
+}
+
+absl::Status WorkerLoop::Run() {
+  if (absl::Status s = Setup(); !s.ok()) return s;
+  SendHello();
+  absl::Time last_hello = absl::Now();
+  last_heard_ = absl::Now();
+  while (!done_ && !stop_->load()) {
+    zmq::pollitem_t items[] = {{control_.socket().handle(), 0, ZMQ_POLLIN, 0},
+                               {data_in_.socket().handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::chrono::milliseconds(50));
+    if (items[0].revents & ZMQ_POLLIN) {
+      if (absl::Status s = HandleControl(); !s.ok()) return s;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      while (data_in_.ReceiveNow()) {
+        if (data_in_.envelope().has_activation()) {
+          HandleActivation(data_in_);
+        } else {
+          data_in_.DropUnexpected("only activations travel on the data socket");
+        }
+      }
+    }
+    const absl::Time now = absl::Now();
+    if (!welcomed_ && now - last_hello > options_.hello_retry) {
+      SendHello();  // the coordinator may have started after us
+      last_hello = now;
+    }
+    if (welcomed_ && now - last_sent_ > heartbeat_interval_) {
+      out_.Clear();
+      out_.set_protocol_version(wire::PROTOCOL_VERSION);
+      out_.mutable_heartbeat()->set_sent_at_us(NowMicros());
+      out_.mutable_heartbeat()->set_step_time_us(recent_step_us_);
+      SendToCoordinator(out_);
+    }
+    if (now - last_heard_ > coordinator_timeout_) {
+      return absl::UnavailableError(absl::StrCat(
+          "no word from the coordinator at ", options_.connect, " for ",
+          absl::FormatDuration(now - last_heard_), "; exiting"));
+    }
+  }
+  if (stop_->load() && welcomed_) {
+    out_.Clear();
+    out_.set_protocol_version(wire::PROTOCOL_VERSION);
+    out_.mutable_leaving()->set_reason("signal");
+    SendToCoordinator(out_);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options, const std::atomic<bool>* stop) {
+  WorkerLoop loop(options, stop);
+  return loop.Run();
+}
+
+}  // namespace shardrun

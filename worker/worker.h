@@ -1,0 +1,37 @@
+// A worker process: registers with the coordinator, loads the shard it is assigned and runs
+// its slice of the forward pass on every activation that arrives, sending the result straight
+// to the next stage (or the logits to the coordinator).
+//
+// One thread runs the event loop (control socket, data socket, timers); the backend's thread
+// pool does the arithmetic. A worker whose coordinator goes silent exits, so a coordinator
+// killed with SIGKILL never leaves workers behind.
+#ifndef SHARDRUN_WORKER_WORKER_H_
+#define SHARDRUN_WORKER_WORKER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace shardrun {
+
+struct WorkerOptions {
+  std::string connect;       // coordinator control endpoint, e.g. tcp://head:5555
+  std::string id;            // unique worker id (default: host-pid)
+  int64_t memory_bytes = int64_t{1} << 30;
+  int threads = 1;
+  std::string model_path;    // empty: no local model file
+  std::string advertise_host;  // address peers use to reach this worker's data socket
+  absl::Duration hello_retry = absl::Seconds(1);
+};
+
+// Runs until the coordinator says shutdown, goes silent, or `*stop` becomes true (signal).
+// Returns OK on an orderly end.
+absl::Status RunWorker(const WorkerOptions& options, const std::atomic<bool>* stop);
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_WORKER_WORKER_H_
