@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug
 
   CLI::App app{"shardrun: run one LLM across many worker processes"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
   app.fallthrough();  // global options may follow the subcommand
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   shardrun::AddGenerateCommand(app, &exit_code);
   shardrun::AddInspectCommand(app, &exit_code);
   shardrun::AddSynthCommand(app, &exit_code);
+  shardrun::AddWorkerCommand(app, &exit_code);
+  shardrun::AddClusterCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -70,8 +70,7 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text) {
   if (rest.empty()) return BadSize(text, "empty");
   size_t digits_end = 0;
   int dots = 0;
-  while (digits_end < rest.size() &&
-         (IsDigit(rest[digits_end]) || rest[digits_end] == '.')) {
+  while (digits_end < rest.size() && (IsDigit(rest[digits_end]) || rest[digits_end] == '.')) {
     if (rest[digits_end] == '.') ++dots;
     ++digits_end;
   }
@@ -87,9 +86,8 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text) {
     int shift;  // the unit is 2^shift bytes
   };
   static constexpr Unit kSpellings[] = {
-      {"", 0},    {"b", 0},    {"k", 10},  {"kb", 10}, {"kib", 10}, {"m", 20},
-      {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30}, {"gib", 30}, {"t", 40},
-      {"tb", 40}, {"tib", 40},
+      {"", 0},     {"b", 0},  {"k", 10},  {"kb", 10},  {"kib", 10}, {"m", 20},  {"mb", 20},
+      {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}, {"t", 40},   {"tb", 40}, {"tib", 40},
   };
   int shift = -1;
   for (const Unit& u : kSpellings) {

@@ -12,8 +12,16 @@ constexpr double kInfinity = std::numeric_limits<double>::infinity();
 // Stage times within this relative distance count as equal, so that sums of the same byte
 // counts in a different order do not decide a tie.
 constexpr double kTimeTolerance = 1e-9;
+// Splits whose slowest stage is within 1% of the fastest possible count as equally fast, so
+// that the tie-breaks (fewer hops first) decide between them: a 1% difference is below what
+// the cost model resolves (it ignores attention over the cache and per-call overheads), while
+// a hop has a real cost. Without it, the one embedding row a token reads would be enough to
+// prefer an extra stage.
+constexpr double kNearTie = 0.01;
 
-bool Less(double a, double b) { return a < b - kTimeTolerance * std::max(std::abs(a), std::abs(b)); }
+bool Less(double a, double b) {
+  return a < b - kTimeTolerance * std::max(std::abs(a), std::abs(b));
+}
 
 // Where stages may begin and end: unit indices, ascending, from 0 to n_layers + 2.
 std::vector<int> CutPoints(int n_layers, bool allow_bare_ends) {
@@ -84,7 +92,8 @@ double FastestBottleneck(const StageTable& table, size_t n_workers) {
       double b = best[w + 1][i];  // w is a spare
       // Memory grows with the range, so the first range that does not fit ends the search.
       for (size_t j = i + 1; j < n && table.fits(w, i, j); ++j) {
-        if (best[w + 1][j] < kInfinity) b = std::min(b, std::max(table.time(w, i, j), best[w + 1][j]));
+        if (best[w + 1][j] < kInfinity)
+          b = std::min(b, std::max(table.time(w, i, j), best[w + 1][j]));
       }
       best[w][i] = b;
     }
@@ -130,7 +139,7 @@ std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
   const size_t n_workers = workers.size(), n = table.size(), last = n - 1;
   const double bottleneck = FastestBottleneck(table, n_workers);
   if (bottleneck == kInfinity) return std::nullopt;
-  const double limit = bottleneck * (1 + kTimeTolerance);
+  const double limit = bottleneck * (1 + kNearTie);
 
   // Second pass: among splits whose every stage is within `limit`, the best Rank.
   std::vector<std::vector<Rank>> rank(n_workers + 1, std::vector<Rank>(n));
@@ -138,7 +147,7 @@ std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
   rank[n_workers][last] = {0, 0, 0, true};
   for (size_t w = n_workers; w-- > 0;) {
     for (size_t i = 0; i < n; ++i) {
-      Rank r = rank[w + 1][i];  // w is a spare
+      Rank r;
       size_t end = i;
       for (size_t j = i + 1; j < n && table.fits(w, i, j); ++j) {
         const Rank& rest = rank[w + 1][j];
@@ -150,6 +159,11 @@ std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
           r = candidate;
           end = j;
         }
+      }
+      // Checked last, so that at a tie the spares are the last workers.
+      if (rank[w + 1][i].BetterThan(r)) {
+        r = rank[w + 1][i];
+        end = i;
       }
       rank[w][i] = r;
       next[w][i] = end;
@@ -169,7 +183,7 @@ UnitSplit LeastOverflowSplit(const StageCostModel& costs, std::span<const Worker
   worst[n_workers][last] = kNoStage;
   for (size_t w = n_workers; w-- > 0;) {
     for (size_t i = 0; i < n; ++i) {
-      int64_t best = worst[w + 1][i];  // w is a spare
+      int64_t best = kImpossible;
       size_t end = i;
       for (size_t j = i + 1; j < n; ++j) {
         if (worst[w + 1][j] == kImpossible) continue;
@@ -178,6 +192,10 @@ UnitSplit LeastOverflowSplit(const StageCostModel& costs, std::span<const Worker
           best = candidate;
           end = j;
         }
+      }
+      if (worst[w + 1][i] < best) {  // w is a spare
+        best = worst[w + 1][i];
+        end = i;
       }
       worst[w][i] = best;
       next[w][i] = end;

@@ -48,9 +48,9 @@ void CopyConfig(const ModelConfig& c, ModelShape& shape) {
 }
 
 absl::Status Invalid(const ModelShape& shape, std::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "model shape", shape.name.empty() ? "" : absl::StrCat(" of ", shape.name), ": ",
-      std::string(problem)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("model shape", shape.name.empty() ? "" : absl::StrCat(" of ", shape.name), ": ",
+                   std::string(problem)));
 }
 
 }  // namespace
@@ -101,10 +101,11 @@ ModelShape ShapeOf(const ModelConfig& config, TensorType matrix_type) {
   CopyConfig(config, shape);
   const int64_t dim = config.dim, kv_dim = config.kv_dim(), hidden = config.hidden_dim;
   const int64_t norm = MatrixBytes(TensorType::kF32, dim, 1);
-  const int64_t attention = 2 * MatrixBytes(matrix_type, dim, dim) +  // q, output
+  const int64_t attention = 2 * MatrixBytes(matrix_type, dim, dim) +    // q, output
                             2 * MatrixBytes(matrix_type, dim, kv_dim);  // k, v
   // gate and up map dim -> hidden, down maps hidden -> dim.
-  const int64_t ffn = 2 * MatrixBytes(matrix_type, dim, hidden) + MatrixBytes(matrix_type, hidden, dim);
+  const int64_t ffn =
+      2 * MatrixBytes(matrix_type, dim, hidden) + MatrixBytes(matrix_type, hidden, dim);
   for (int layer = 0; layer < config.n_layers; ++layer) {
     if (config.n_experts > 0) {
       const int64_t router = MatrixBytes(TensorType::kF32, dim, config.n_experts);
@@ -123,11 +124,11 @@ ModelShape ShapeOf(const ModelConfig& config, TensorType matrix_type) {
 absl::Status ValidateShape(const ModelShape& shape) {
   if (shape.n_layers <= 0 || shape.dim <= 0 || shape.kv_dim <= 0 || shape.hidden_dim <= 0 ||
       shape.vocab_size <= 0 || shape.context_length <= 0) {
-    return Invalid(shape, absl::StrCat("layers (", shape.n_layers, "), dim (", shape.dim,
-                                       "), kv_dim (", shape.kv_dim, "), hidden_dim (",
-                                       shape.hidden_dim, "), vocab (", shape.vocab_size,
-                                       ") and context (", shape.context_length,
-                                       ") must be positive"));
+    return Invalid(
+        shape,
+        absl::StrCat("layers (", shape.n_layers, "), dim (", shape.dim, "), kv_dim (", shape.kv_dim,
+                     "), hidden_dim (", shape.hidden_dim, "), vocab (", shape.vocab_size,
+                     ") and context (", shape.context_length, ") must be positive"));
   }
   if (static_cast<int>(shape.layer_bytes.size()) != shape.n_layers) {
     return Invalid(shape, absl::StrCat("has byte counts for ", shape.layer_bytes.size(),

@@ -5,9 +5,9 @@
 namespace shardrun {
 
 int64_t ActivationBytes(const ModelShape& shape, int max_batch, bool head) {
-  const int64_t per_token = 3 * int64_t{shape.dim}         // x, xb, q
-                            + 2 * int64_t{shape.kv_dim}    // k, v
-                            + int64_t{shape.dim}           // att
+  const int64_t per_token = 3 * int64_t{shape.dim}            // x, xb, q
+                            + 2 * int64_t{shape.kv_dim}       // k, v
+                            + int64_t{shape.dim}              // att
                             + 2 * int64_t{shape.hidden_dim};  // gate, up
   const int64_t logits = head ? shape.vocab_size : 0;
   return static_cast<int64_t>(sizeof(float)) * (max_batch * per_token + logits);

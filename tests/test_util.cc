@@ -104,6 +104,27 @@ std::vector<float> ReadFloats(const std::string& path) {
   return values;
 }
 
+std::vector<int> RegisteredWorkerPids(const std::string& log) {
+  std::vector<int> pids;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (line.find(" registered: ") == absl::string_view::npos) continue;
+    const size_t at = line.find(", pid ");
+    if (at == absl::string_view::npos) continue;
+    absl::string_view rest = line.substr(at + 6);
+    rest = rest.substr(0, rest.find(','));
+    int pid;
+    if (absl::SimpleAtoi(rest, &pid)) pids.push_back(pid);
+  }
+  return pids;
+}
+
+bool ProcessAlive(int pid) {
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.empty()) return false;
+  const size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
 std::string MakeTempDir() {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/shardrun-test-XXXXXX";

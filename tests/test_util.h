@@ -29,6 +29,11 @@ std::vector<int32_t> IdsAfter(const std::string& text, const std::string& key);
 // One float per line.
 std::vector<float> ReadFloats(const std::string& path);
 
+// PIDs listed in shardrun's log lines "worker ID registered: host H, pid N, ...".
+std::vector<int> RegisteredWorkerPids(const std::string& log);
+// Whether a process with this pid exists (and is not a zombie).
+bool ProcessAlive(int pid);
+
 // A fresh directory under the test's temporary directory, removed by the caller if wanted.
 std::string MakeTempDir();
 

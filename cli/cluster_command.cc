@@ -1,0 +1,192 @@
+// Sharded runs:
+//   shardrun --shards 4 --type layer MODEL [generation options]       (workers on this host)
+//   shardrun coordinator --listen tcp://0.0.0.0:5555 --shards N MODEL  (workers join from anywhere)
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "cli/generation.h"
+#include "cli/model_setup.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/local_workers.h"
+#include "coordinator/remote_model.h"
+#include "partitioner/byte_size.h"
+#include "partitioner/partitioner.h"
+#include "partitioner/plan_format.h"
+#include "spdlog/spdlog.h"
+
+namespace shardrun {
+namespace {
+
+struct ClusterFlags {
+  std::string model;
+  int shards = 0;
+  std::string type = "layer";
+  std::string listen;
+  std::string worker_mem = "1G";    // comma list, one per worker (the last repeats)
+  std::string worker_threads = "1";  // comma list
+  bool plan_only = false;
+  std::string prompts_file;
+  double register_timeout_s = 30;
+  GenerationFlags generation;
+};
+
+// "a,b,c" -> element i (the last one repeats).
+std::string Nth(const std::string& list, int i) {
+  std::vector<std::string> parts = absl::StrSplit(list, ',', absl::SkipWhitespace());
+  if (parts.empty()) return "";
+  return parts[std::min<size_t>(static_cast<size_t>(i), parts.size() - 1)];
+}
+
+absl::StatusOr<std::vector<std::string>> ReadPrompts(const ClusterFlags& flags) {
+  if (flags.prompts_file.empty()) return std::vector<std::string>{flags.generation.prompt};
+  std::ifstream in(flags.prompts_file);
+  if (!in) return absl::NotFoundError(absl::StrCat(flags.prompts_file, ": cannot read"));
+  std::vector<std::string> prompts;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) prompts.push_back(line);
+  }
+  return prompts;
+}
+
+void PrintStageTimes(const Coordinator& c) {
+  const ShardPlan& plan = c.plan();
+  for (size_t s = 0; s < c.stage_times().size(); ++s) {
+    const StageTimes& t = c.stage_times()[s];
+    const std::string& id = plan.workers[plan.assignments[plan.stages[s].assignments[0]].worker].worker_id;
+    std::fprintf(stderr, "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step\n",
+                 s, id.c_str(), plan.stages[s].layers.begin, plan.stages[s].layers.end - 1,
+                 static_cast<long long>(t.steps), t.compute_us / 1000.0,
+                 t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0);
+  }
+}
+
+absl::Status RunCluster(const ClusterFlags& flags, bool local) {
+  auto kind = PartitionKindFromName(flags.type);
+  if (!kind.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat("--type ", flags.type,
+                                                   ": expected layer, pipeline, tensor or expert"));
+  }
+  if (flags.shards < 1) return absl::InvalidArgumentError("--shards must be at least 1");
+  auto model_path = ResolveModelPath(flags.model);
+  if (!model_path.ok()) return model_path.status();
+  auto model = ModelFile::Open(*model_path);
+  if (!model.ok()) return model.status();
+  auto tokenizer = LoadTokenizerFor(**model, flags.generation.tokenizer);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto prompts = ReadPrompts(flags);
+  if (!prompts.ok()) return prompts.status();
+
+  CoordinatorOptions options;
+  options.listen = !flags.listen.empty() ? flags.listen : "tcp://127.0.0.1:0";
+  options.expected_workers = flags.shards;
+  options.kind = *kind;
+  options.context_length = flags.generation.ctx_size;
+  options.max_batch = flags.generation.batch_size;
+  options.register_timeout = absl::Seconds(flags.register_timeout_s);
+  if (local) {
+    for (int i = 0; i < flags.shards; ++i) options.expected_ids.push_back(absl::StrCat("w", i));
+  }
+  auto coordinator = Coordinator::Create(options, **model);
+  if (!coordinator.ok()) return coordinator.status();
+  Coordinator& c = **coordinator;
+
+  LocalWorkers children;
+  if (local) {
+    for (int i = 0; i < flags.shards; ++i) {
+      auto mem = ParseByteSize(Nth(flags.worker_mem, i));
+      if (!mem.ok()) return mem.status();
+      std::vector<std::string> args = {"--connect", c.endpoint(), "--id", options.expected_ids[i],
+                                       "--mem", Nth(flags.worker_mem, i), "--threads",
+                                       Nth(flags.worker_threads, i), "--model", *model_path,
+                                       "--log-level",
+                                       std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+      if (absl::Status s = children.Start(options.expected_ids[i], args); !s.ok()) return s;
+    }
+  }
+  auto finish = [&](absl::Status status) {
+    c.Shutdown(status.ok() ? "done" : "coordinator failed");
+    children.StopAll(absl::Seconds(2));
+    return status;
+  };
+
+  if (absl::Status s = c.WaitForWorkers(); !s.ok()) return finish(s);
+  auto plan = c.Plan();
+  if (!plan.ok()) return finish(plan.status());
+  const std::string table = FormatPlan(*plan);
+  if (flags.plan_only) {
+    std::fputs(table.c_str(), stdout);
+    return finish(absl::OkStatus());
+  }
+  std::fputs(table.c_str(), stderr);
+  if (absl::Status s = c.Deploy(*plan); !s.ok()) return finish(s);
+
+  uint64_t sequence = 1;
+  for (const std::string& text : *prompts) {
+    auto prompt = PromptIds(flags.generation, *tokenizer, text);
+    if (!prompt.ok()) return finish(prompt.status());
+    RemoteModel remote(c, sequence++);
+    if (absl::Status s = StreamGeneration(remote, **model, flags.generation, *tokenizer, *prompt);
+        !s.ok()) {
+      return finish(s);
+    }
+  }
+  PrintStageTimes(c);
+  return finish(absl::OkStatus());
+}
+
+void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
+  cmd->add_option("--shards", flags->shards, "Number of workers");
+  cmd->add_option("--type", flags->type, "Partition: layer, pipeline, tensor or expert");
+  cmd->add_flag("--plan", flags->plan_only, "Print the plan and exit");
+  cmd->add_option("--prompts", flags->prompts_file, "Serve each line of FILE as a prompt");
+  cmd->add_option("--register-timeout", flags->register_timeout_s,
+                  "Seconds to wait for the workers to register");
+  if (local) {
+    cmd->add_option("--worker-mem", flags->worker_mem, "Memory per worker: 512M,1G,...");
+    cmd->add_option("--worker-threads", flags->worker_threads, "Threads per worker: 1,2,...");
+  } else {
+    cmd->add_option("--listen", flags->listen, "Control endpoint, tcp://0.0.0.0:5555")->required();
+  }
+}
+
+}  // namespace
+
+void AddClusterCommands(CLI::App& app, int* exit_code) {
+  // The root command: `shardrun --shards N MODEL` runs workers on this host.
+  auto local = std::make_shared<ClusterFlags>();
+  AddClusterOptions(&app, local.get(), /*local=*/true);
+  app.add_option("model", local->model, "Model file (default: the built-in synthetic model)");
+  AddGenerationOptions(&app, &local->generation);
+  app.callback([local, exit_code, &app] {
+    if (!app.get_subcommands().empty()) return;  // a subcommand ran instead
+    if (local->shards < 1) {
+      std::fputs(app.help().c_str(), stderr);
+      *exit_code = 2;
+      return;
+    }
+    if (absl::Status s = RunCluster(*local, true); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      *exit_code = 1;
+    }
+  });
+
+  auto remote = std::make_shared<ClusterFlags>();
+  CLI::App* cmd = app.add_subcommand("coordinator", "Coordinate workers that join over the network");
+  AddClusterOptions(cmd, remote.get(), /*local=*/false);
+  cmd->add_option("model", remote->model, "Model file")->required();
+  AddGenerationOptions(cmd, &remote->generation);
+  cmd->callback([remote, exit_code] {
+    if (absl::Status s = RunCluster(*remote, false); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace shardrun

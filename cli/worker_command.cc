@@ -1,0 +1,62 @@
+// `shardrun worker --connect tcp://HEAD:5555 --mem 2G --threads 4 [--model FILE]`
+#include <unistd.h>
+
+#include <csignal>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "partitioner/byte_size.h"
+#include "spdlog/spdlog.h"
+#include "worker/worker.h"
+
+namespace shardrun {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+struct WorkerFlags {
+  WorkerOptions options;
+  std::string memory = "1G";
+};
+
+}  // namespace
+
+void AddWorkerCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<WorkerFlags>();
+  CLI::App* cmd = app.add_subcommand("worker", "Run a worker that holds a shard of a model");
+  cmd->add_option("--connect", flags->options.connect, "Coordinator endpoint, tcp://HOST:PORT")
+      ->required();
+  cmd->add_option("--id", flags->options.id, "Worker id (default: HOST-PID)");
+  cmd->add_option("--mem", flags->memory, "Memory budget: 512M, 2G, ...");
+  cmd->add_option("--threads", flags->options.threads, "Compute threads")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--model", flags->options.model_path, "Local copy of the model file");
+  cmd->add_option("--advertise", flags->options.advertise_host,
+                  "Address other workers reach this one at (needed off loopback)");
+  cmd->callback([flags, exit_code] {
+    auto memory = ParseByteSize(flags->memory);
+    if (!memory.ok()) {
+      spdlog::error("--mem: {}", std::string(memory.status().message()));
+      *exit_code = 2;
+      return;
+    }
+    flags->options.memory_bytes = *memory;
+    if (flags->options.id.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      flags->options.id = absl::StrCat(host, "-", getpid());
+    }
+    std::signal(SIGINT, OnStopSignal);
+    std::signal(SIGTERM, OnStopSignal);
+    if (absl::Status s = RunWorker(flags->options, &g_stop); !s.ok()) {
+      spdlog::error("worker {}: {}", flags->options.id, std::string(s.message()));
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace shardrun
