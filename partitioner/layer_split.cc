@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 namespace shardrun {
 namespace {
@@ -49,7 +50,6 @@ class StageTable {
   }
 
   size_t size() const { return n_; }
-  const std::vector<int>& cuts() const { return cuts_; }
   const StageCost& cost(size_t i, size_t j) const { return costs_[i * n_ + j]; }
   int64_t overflow(size_t w, size_t i, size_t j) const {
     return cost(i, j).memory_bytes() - PlanningMemory(workers_[w]);

@@ -1,5 +1,6 @@
 #include "partitioner/model_shape.h"
 
+#include <algorithm>
 #include <charconv>
 #include <numeric>
 #include <string_view>
@@ -34,7 +35,7 @@ void CopyConfig(const ModelConfig& c, ModelShape& shape) {
   shape.name = c.name;
   shape.n_layers = c.n_layers;
   shape.dim = c.dim;
-  shape.kv_dim = c.kv_dim();
+  shape.kv_dim = c.n_heads > 0 ? c.kv_dim() : 0;  // 0 fails ValidateShape
   shape.hidden_dim = c.hidden_dim;
   shape.n_heads = c.n_heads;
   shape.n_kv_heads = c.n_kv_heads;
@@ -43,8 +44,8 @@ void CopyConfig(const ModelConfig& c, ModelShape& shape) {
   shape.n_experts = c.n_experts;
   shape.n_experts_used = c.n_experts_used;
   shape.tied_output = c.tied_output;
-  shape.layer_bytes.assign(c.n_layers, 0);
-  shape.expert_bytes.assign(c.n_layers, 0);
+  shape.layer_bytes.assign(std::max(c.n_layers, 0), 0);
+  shape.expert_bytes.assign(std::max(c.n_layers, 0), 0);
 }
 
 absl::Status Invalid(const ModelShape& shape, std::string_view problem) {
@@ -99,7 +100,7 @@ ModelShape ShapeOf(const ModelFile& model) {
 ModelShape ShapeOf(const ModelConfig& config, TensorType matrix_type) {
   ModelShape shape;
   CopyConfig(config, shape);
-  const int64_t dim = config.dim, kv_dim = config.kv_dim(), hidden = config.hidden_dim;
+  const int64_t dim = config.dim, kv_dim = shape.kv_dim, hidden = config.hidden_dim;
   const int64_t norm = MatrixBytes(TensorType::kF32, dim, 1);
   const int64_t attention = 2 * MatrixBytes(matrix_type, dim, dim) +    // q, output
                             2 * MatrixBytes(matrix_type, dim, kv_dim);  // k, v

@@ -53,8 +53,8 @@ struct ModelShape {
 ModelShape ShapeOf(const ModelFile& model);
 
 // The shape a model with `config` would have if every matrix were stored as `matrix_type`
-// and the norms (and MoE routers) as f32, as llama.cpp's quantizers do. For planning before a
-// file exists and for tests.
+// and the norms (and MoE routers) as f32, as llama.cpp's quantizers do (kQ8Group: with
+// export.py's default group of 64 values). For planning before a file exists and for tests.
 ModelShape ShapeOf(const ModelConfig& config, TensorType matrix_type);
 
 // OK if `shape` is usable for planning: positive sizes, one byte count per layer, no

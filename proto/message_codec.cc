@@ -1,13 +1,10 @@
 #include "proto/message_codec.h"
 
 #include <climits>
-#include <cstring>
 #include <optional>
-#include <utility>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
-#include "kernels/quantize.h"
 #include "kernels/tensor_type.h"
 
 namespace shardrun {
@@ -60,20 +57,6 @@ const char* BodyName(wire::Envelope::BodyCase body) {
       break;
   }
   return "no body";
-}
-
-const char* ActivationTypeName(wire::ActivationType type) {
-  switch (type) {
-    case wire::ACTIVATION_F32:
-      return "f32";
-    case wire::ACTIVATION_F16:
-      return "f16";
-    case wire::ACTIVATION_Q8_0:
-      return "q8_0";
-    default:
-      break;
-  }
-  return "unknown";
 }
 
 // The version a handshake body claims, or nullopt for the other bodies.
@@ -385,83 +368,6 @@ void MakeFrames(const std::string& header, std::span<const std::span<const uint8
   frames->clear();
   frames->push_back({reinterpret_cast<const uint8_t*>(header.data()), header.size()});
   for (std::span<const uint8_t> t : tensors) frames->push_back({t.data(), t.size()});
-}
-
-size_t EncodedActivationBytes(wire::ActivationType type, size_t n, size_t width) {
-  switch (type) {
-    case wire::ACTIVATION_F32:
-      return n * width * sizeof(float);
-    case wire::ACTIVATION_F16:
-      return n * width * sizeof(uint16_t);
-    case wire::ACTIVATION_Q8_0:
-      return n * (width / kQ8_0BlockSize) * sizeof(BlockQ8_0);
-    default:
-      break;
-  }
-  return 0;
-}
-
-// Frames from a transport need not be aligned, so values are moved with memcpy rather than
-// through typed pointers into the frame.
-void EncodeActivations(wire::ActivationType type, std::span<const float> x, uint8_t* out) {
-  switch (type) {
-    case wire::ACTIVATION_F32:
-      std::memcpy(out, x.data(), x.size_bytes());
-      return;
-    case wire::ACTIVATION_F16:
-      for (size_t i = 0; i < x.size(); ++i) {
-        const uint16_t h = F32ToF16(x[i]);
-        std::memcpy(out + i * sizeof(h), &h, sizeof(h));
-      }
-      return;
-    case wire::ACTIVATION_Q8_0:
-      for (size_t b = 0; b < x.size() / kQ8_0BlockSize; ++b) {
-        BlockQ8_0 block;
-        QuantizeRow(TensorType::kQ8_0, x.subspan(b * kQ8_0BlockSize, kQ8_0BlockSize), &block);
-        std::memcpy(out + b * sizeof(block), &block, sizeof(block));
-      }
-      return;
-    default:
-      break;
-  }
-}
-
-absl::Status DecodeActivations(wire::ActivationType type, std::span<const uint8_t> data,
-                               std::span<float> out) {
-  if (!wire::ActivationType_IsValid(type)) {
-    return Malformed("activations: unknown type %d", static_cast<int>(type));
-  }
-  if (type == wire::ACTIVATION_Q8_0 && out.size() % kQ8_0BlockSize != 0) {
-    return Malformed("activations: %d q8_0 values are not whole blocks of %d", out.size(),
-                     kQ8_0BlockSize);
-  }
-  const size_t expected = EncodedActivationBytes(type, 1, out.size());
-  if (data.size() != expected) {
-    return Malformed("activations: %d bytes for %d %s values, expected %d", data.size(), out.size(),
-                     ActivationTypeName(type), expected);
-  }
-  switch (type) {
-    case wire::ACTIVATION_F32:
-      std::memcpy(out.data(), data.data(), data.size());
-      break;
-    case wire::ACTIVATION_F16:
-      for (size_t i = 0; i < out.size(); ++i) {
-        uint16_t h;
-        std::memcpy(&h, data.data() + i * sizeof(h), sizeof(h));
-        out[i] = F16ToF32(h);
-      }
-      break;
-    case wire::ACTIVATION_Q8_0:
-      for (size_t b = 0; b < out.size() / kQ8_0BlockSize; ++b) {
-        BlockQ8_0 block;
-        std::memcpy(&block, data.data() + b * sizeof(block), sizeof(block));
-        DequantizeRow(TensorType::kQ8_0, &block, out.subspan(b * kQ8_0BlockSize, kQ8_0BlockSize));
-      }
-      break;
-    default:
-      break;
-  }
-  return absl::OkStatus();
 }
 
 DropReason DropReasonOf(const absl::Status& status) {

@@ -7,7 +7,7 @@
 // touches a tensor: frame counts, sizes against shapes and types, bounds that keep size
 // arithmetic from overflowing, and the protocol version. Tensor bytes are never copied: a
 // decoded message points into the caller's frames, and an encoded one points at the caller's
-// buffers.
+// buffers. The encodings of hidden states in raw frames are in proto/activation_encoding.h.
 //
 // Version policy: every message must carry wire::PROTOCOL_VERSION, except the handshake
 // (Hello and Welcome). Those decode whatever version they carry so that the coordinator can
@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "proto/activation_encoding.h"
 #include "proto/shardrun.pb.h"
 
 namespace shardrun {
@@ -84,22 +85,6 @@ void SetTensorFrame(wire::ActivationType type, int64_t rows, int64_t width,
 // the frames).
 void MakeFrames(const std::string& header, std::span<const std::span<const uint8_t>> tensors,
                 std::vector<Frame>* frames);
-
-// ---- Activation encodings --------------------------------------------------------------
-//
-// f32: the floats as they are. f16: IEEE half, rounded to nearest even. q8_0: ggml's Q8_0
-// blocks (32 values: an f16 scale and 32 int8), each row a whole number of blocks.
-
-// Bytes of `n` rows of `width` values; for q8_0 `width` must be a multiple of 32.
-size_t EncodedActivationBytes(wire::ActivationType type, size_t n, size_t width);
-
-// Writes `x` (for q8_0 a multiple of 32 values) to `out`, which holds
-// EncodedActivationBytes(type, 1, x.size()) bytes.
-void EncodeActivations(wire::ActivationType type, std::span<const float> x, uint8_t* out);
-
-// Reads `out.size()` values from `data`, which must hold exactly their encoding.
-absl::Status DecodeActivations(wire::ActivationType type, std::span<const uint8_t> data,
-                               std::span<float> out);
 
 // ---- Drop accounting -------------------------------------------------------------------
 

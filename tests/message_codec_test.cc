@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -629,6 +630,38 @@ TEST(ActivationEncodingTest, F16RoundsToNearestEven) {
   EXPECT_EQ(back[0], 1.0f);
 }
 
+TEST(ActivationEncodingTest, F16MatchesTheScalarConversionsBitForBit) {
+  // Every half decodes as F16ToF32 does (NaN payloads included)...
+  std::vector<uint8_t> halves(2 * 65536);
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const uint16_t half = static_cast<uint16_t>(h);
+    std::memcpy(&halves[2 * h], &half, 2);
+  }
+  std::vector<float> decoded(65536);
+  ASSERT_TRUE(DecodeActivations(wire::ACTIVATION_F16, halves, decoded).ok());
+  for (uint32_t h = 0; h < 65536; ++h) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(decoded[h]),
+              std::bit_cast<uint32_t>(F16ToF32(static_cast<uint16_t>(h))))
+        << std::hex << h;
+  }
+  // ... and floats spread over every exponent, sign, subnormals, the rounding boundaries and
+  // NaN encode as F32ToF16 does.
+  std::vector<float> x;
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 65521) {
+    x.push_back(std::bit_cast<float>(static_cast<uint32_t>(bits)));
+  }
+  for (uint32_t bits : {0x477ff000u, 0x477fefffu, 0x38800000u, 0x387fffffu, 0x33000000u,
+                        0x33000001u, 0x7f800000u, 0x7f800001u, 0xffc00000u, 0x80000000u}) {
+    x.push_back(std::bit_cast<float>(bits));
+  }
+  const std::vector<uint8_t> encoded = Encoded(wire::ACTIVATION_F16, x);
+  for (size_t i = 0; i < x.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, &encoded[2 * i], 2);
+    ASSERT_EQ(h, F32ToF16(x[i])) << std::hex << std::bit_cast<uint32_t>(x[i]);
+  }
+}
+
 TEST(ActivationEncodingTest, Q8_0MatchesTheReferenceAndItsErrorBound) {
   const std::vector<float> x = RandomFloats(32 * 64, 5, 3.0f);
   const std::vector<uint8_t> bytes = Encoded(wire::ACTIVATION_Q8_0, x);
@@ -639,6 +672,9 @@ TEST(ActivationEncodingTest, Q8_0MatchesTheReferenceAndItsErrorBound) {
 
   std::vector<float> y(x.size());
   ASSERT_TRUE(DecodeActivations(wire::ACTIVATION_Q8_0, bytes, y).ok());
+  std::vector<float> dequantized(x.size());
+  DequantizeRow(TensorType::kQ8_0, reference.data(), dequantized);
+  EXPECT_EQ(y, dequantized);
   for (size_t b = 0; b < x.size() / 32; ++b) {
     float amax = 0.0f;
     for (size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));

@@ -2,7 +2,10 @@
 #include "partitioner/partitioner.h"
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -92,6 +95,15 @@ ModelShape UniformShape(int n, int64_t layer_bytes) {
   s.output_norm_bytes = 64 * 4;
   s.output_bytes = 64 * 256 * 4;
   return s;
+}
+
+// The slice of units [u, v) (0 = embedding, 1 .. n = layers, n + 1 = head).
+ModelSlice SliceOfUnitsForTest(int u, int v, int n) {
+  ModelSlice slice;
+  slice.embedding = u == 0;
+  slice.head = v == n + 2;
+  slice.layers = {std::clamp(u - 1, 0, n), std::clamp(v - 1, 0, n)};
+  return slice;
 }
 
 PlanOptions Options(PartitionKind kind = PartitionKind::kLayer) {
@@ -435,6 +447,128 @@ TEST(LayerPlanTest, VulkanWorkerIsPlannedAgainstItsGpuMemory) {
   ExpectWellFormed(plan, shape);
   EXPECT_EQ(plan.stages[0].layers.size(), 3);
   EXPECT_THAT(plan.notes, testing::Contains(HasSubstr("planned against its GPU memory")));
+}
+
+// Every split of `n` layers (bare ends allowed) over `workers`, by enumeration: the fastest
+// slowest stage among those that fit, and the fewest stages that reach it within 1%.
+struct BruteForce {
+  double glued = std::numeric_limits<double>::infinity();  // embedding / head beside layers
+  double any = std::numeric_limits<double>::infinity();    // bare ends allowed
+  int glued_stages = std::numeric_limits<int>::max();      // fewest stages within 1% of `glued`
+};
+
+BruteForce Enumerate(const StageCostModel& costs, const std::vector<WorkerBudget>& workers) {
+  const int n = costs.shape().n_layers, units = n + 2;
+  struct Split {
+    double slowest;
+    int stages;
+    bool bare;
+  };
+  std::vector<Split> splits;
+  // Each worker in turn takes units [u, v), v >= u (v == u: spare).
+  std::function<void(size_t, int, Split)> go = [&](size_t w, int u, Split split) {
+    if (u == units) {
+      splits.push_back(split);
+      return;
+    }
+    if (w == workers.size()) return;
+    for (int v = u; v <= units; ++v) {
+      if (v == u) {
+        go(w + 1, u, split);
+        continue;
+      }
+      const StageCost cost = costs.Cost(SliceOfUnitsForTest(u, v, n));
+      if (cost.memory_bytes() > PlanningMemory(workers[w])) break;
+      Split next = split;
+      next.slowest = std::max(split.slowest, cost.compute_bytes / workers[w].compute_capacity);
+      next.stages += 1;
+      next.bare = split.bare || (u == 0 && v == 1) || (u == n + 1 && v == n + 2);
+      go(w + 1, v, next);
+    }
+  };
+  go(0, 0, {0, 0, false});
+  BruteForce result;
+  for (const Split& s : splits) {
+    result.any = std::min(result.any, s.slowest);
+    if (!s.bare) result.glued = std::min(result.glued, s.slowest);
+  }
+  for (const Split& s : splits) {
+    if (!s.bare && s.slowest <= result.glued * 1.01) {
+      result.glued_stages = std::min(result.glued_stages, s.stages);
+    }
+  }
+  return result;
+}
+
+TEST(LayerPlanTest, MatchesExhaustiveSearchOnSmallCases) {
+  std::mt19937 random(1234);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(random);
+  };
+  int planned = 0, glued_infeasible = 0, failed = 0;
+  for (int trial = 0; trial < 1000; ++trial) {
+    SCOPED_TRACE(trial);
+    const int n = static_cast<int>(uniform(1, 6));
+    ModelShape shape = UniformShape(n, 0);
+    for (int64_t& bytes : shape.layer_bytes) bytes = uniform(1, 8) * kMiB;
+    // Large ends now and then, so that some cases need a stage of the embedding or head alone.
+    shape.embedding_bytes = uniform(1, 24) * kMiB;
+    shape.output_bytes = uniform(1, 30) * kMiB;
+    shape.tied_output = uniform(0, 1) == 1;
+    std::vector<WorkerBudget> workers;
+    const int count = static_cast<int>(uniform(1, 4));
+    for (int w = 0; w < count; ++w) {
+      workers.push_back(
+          Worker(absl::StrCat("w", w), uniform(2, 40) * kMiB, static_cast<double>(uniform(1, 4))));
+    }
+    const StageCostModel costs(shape, shape.context_length, 1, 1);
+    const BruteForce best = Enumerate(costs, workers);
+    absl::StatusOr<ShardPlan> plan = MakePlan(shape, workers, Options());
+    if (best.any == std::numeric_limits<double>::infinity()) {
+      EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
+      for (const WorkerBudget& w : workers) {
+        EXPECT_THAT(plan.status().message(), HasSubstr("\n  " + w.worker_id));
+      }
+      ++failed;
+      continue;
+    }
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ExpectWellFormed(*plan, shape);
+    double slowest = 0;
+    bool bare = false;
+    for (const ShardAssignment& a : plan->assignments) {
+      slowest = std::max(
+          slowest, costs.Cost(a.slice).compute_bytes / plan->workers[a.worker].compute_capacity);
+      bare = bare || a.slice.layers.size() == 0;
+    }
+    if (best.glued < std::numeric_limits<double>::infinity()) {
+      EXPECT_FALSE(bare);
+      EXPECT_GE(slowest, best.glued * (1 - 1e-12));
+      EXPECT_LE(slowest, best.glued * 1.01);
+      EXPECT_EQ(static_cast<int>(plan->stages.size()), best.glued_stages);
+      ++planned;
+    } else {
+      EXPECT_TRUE(bare);
+      EXPECT_GE(slowest, best.any * (1 - 1e-12));
+      EXPECT_LE(slowest, best.any * 1.01);
+      ++glued_infeasible;
+    }
+  }
+  // The random cases reach every outcome.
+  EXPECT_GT(planned, 200);
+  EXPECT_GT(glued_infeasible, 20);
+  EXPECT_GT(failed, 200);
+}
+
+TEST(LayerPlanTest, HundredsOfLayersOverDozensOfWorkers) {
+  const ModelShape shape = UniformShape(320, 64 * kMiB);
+  std::vector<WorkerBudget> workers;
+  for (int w = 0; w < 48; ++w) {
+    workers.push_back(Worker(absl::StrCat("w", w), (1 + w % 5) * kGiB, 1.0 + w % 3));
+  }
+  const ShardPlan plan = PlanOrDie(shape, workers);
+  ExpectWellFormed(plan, shape);
+  EXPECT_GT(plan.stages.size(), 30u);
 }
 
 // --- Errors ---------------------------------------------------------------------------------

@@ -2,10 +2,26 @@
 
 #include <cstdlib>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace shardrun {
+namespace {
+
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool CpuHasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (ecx & bit_F16C) != 0;
+}
+#endif
+
+}  // namespace
 
 std::string_view CpuLevelName(CpuLevel level) {
   switch (level) {
@@ -33,7 +49,7 @@ bool CpuSupportsLevel(CpuLevel level) {
 #if defined(__x86_64__)
     case CpuLevel::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             CpuHasF16c();
     case CpuLevel::kAvx512:
       return CpuSupportsLevel(CpuLevel::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");

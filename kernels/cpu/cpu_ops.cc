@@ -55,8 +55,14 @@ void AttendHead(const CpuKernels& kernels, const float* q, const float* k, const
   for (int p = 0; p <= last; ++p) kernels.axpy(scores[p], v + p * kv_stride, out, head_size);
 }
 
+// run.c's form, x * (1 / (1 + e^-x)) * up, rounded step by step as run.c rounds it, so that
+// sampled runs reproduce run.c's (a last-bit difference can flip a draw).
 void SwiGluRange(float* gate, const float* up, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; ++i) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  for (int64_t i = begin; i < end; ++i) {
+    float val = gate[i];
+    val *= 1.0f / (1.0f + expf(-val));
+    gate[i] = val * up[i];
+  }
 }
 
 }  // namespace shardrun

@@ -15,13 +15,14 @@
 namespace shardrun {
 namespace {  // NOLINT(build/namespaces): see above.
 
-// Rows of a quantized matrix are short (a 2048-column Q4_0 row is 18 cache lines) and a tile
-// reads R of them side by side, which the hardware prefetchers follow poorly. So while a tile
-// works through its rows it prefetches the rows kPrefetchTiles tiles further on (rows are
-// contiguous) at the pace it consumes its own: `step` bytes per step, this being step `i`.
-// Measured on a 2-core Zen 4 with 256 MiB of 2048 x 2048 matrices: Q4_0 7 -> 17 GB/s on one
-// thread, 11 -> 26 GB/s on two; one tile ahead beats two or four. Float rows (4-8 KiB) stream
-// fine on their own and lose 10-15% with it, so the float kernels do not prefetch.
+// In-place kernels (quantized rows in the file's layout): rows are short (a 2048-column Q4_0
+// row is 18 cache lines) and a tile reads R of them side by side, which the hardware
+// prefetchers follow poorly. So while a tile works through its rows it prefetches the rows
+// kPrefetchTiles tiles further on (rows are contiguous) at the pace it consumes its own:
+// `step` bytes per step, this being step `i`. Measured on a 2-core Zen 4 with 256 MiB of
+// 2048 x 2048 matrices: Q4_0 7 -> 17 GB/s on one thread, 11 -> 26 GB/s on two; one tile
+// ahead beats two or four. Float rows (4-8 KiB) and weight tiles (weight_tiles.h) stream fine
+// on their own and lose 10-15% with it, so those kernels do not prefetch.
 constexpr int kPrefetchTiles = 1;
 inline void PrefetchAhead(const uint8_t* ahead, int64_t i, int64_t step) {
   for (int64_t off = 0; off < step; off += 64) __builtin_prefetch(ahead + i * step + off, 0, 3);
