@@ -31,9 +31,10 @@ absl::Status StageForward::AllocateActivations() {
       {&q_, b * config_.dim},         {&k_, b * config_.kv_dim()},
       {&v_, b * config_.kv_dim()},    {&att_, b * config_.dim},
       {&gate_, b * config_.hidden_dim}, {&up_, b * config_.hidden_dim},
-      {&logits_, config_.vocab_size},
+      {&logits_, slice_.head ? config_.vocab_size : 0},
   };
   for (const Request& r : requests) {
+    if (r.floats == 0) continue;
     auto buffer = backend_.Allocate(r.floats);
     if (!buffer.ok()) return buffer.status();
     *r.buffer = *std::move(buffer);

@@ -67,7 +67,7 @@ class StageForward {
   std::unique_ptr<DeviceBuffer> att_;     // attention output, dim
   std::unique_ptr<DeviceBuffer> gate_;    // hidden_dim
   std::unique_ptr<DeviceBuffer> up_;      // hidden_dim
-  std::unique_ptr<DeviceBuffer> logits_;  // vocab_size (last token only)
+  std::unique_ptr<DeviceBuffer> logits_;  // vocab_size, head slices only (last token)
 };
 
 }  // namespace shardrun

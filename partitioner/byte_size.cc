@@ -57,10 +57,9 @@ std::string FormatBytes(int64_t bytes) {
   }
   // Three significant digits; rounding can carry into the next unit (1023.9 KiB -> 1 MiB).
   const int decimals = value >= 100.0 ? 0 : value >= 10.0 ? 1 : 2;
-  std::string number = absl::StrFormat("%.*f", decimals, value);
+  const std::string number = absl::StrFormat("%.*f", decimals, value);
   if (number == "1024" && unit + 1 < kUnits.size()) {
-    number = "1";
-    ++unit;
+    return absl::StrCat("1 ", std::string(kUnits[unit + 1]));
   }
   return absl::StrCat(TrimZeros(number), " ", std::string(kUnits[unit]));
 }

@@ -46,7 +46,9 @@ std::string PartsTooLarge(const StageCostModel& costs, const WorkerBudget& large
     absl::StrAppend(
         &out, "\nlayer ", worst_layer, " alone needs ",
         Breakdown(costs.Cost({false, {worst_layer, worst_layer + 1}, false})), offer,
-        oversized_layers > 1 ? absl::StrCat(" (", oversized_layers, " layers are too large)") : "",
+        oversized_layers > 1
+            ? absl::StrCat(" (", oversized_layers, " of the ", n, " layers are too large)")
+            : "",
         ": layer and pipeline plans cannot split a layer across workers (tensor plans, which "
         "would, are not supported yet)");
   }
