@@ -5,13 +5,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
+#include "zmq.hpp"
 
 namespace shardrun {
 namespace {
 
+using ::shardrun::testing::BackgroundShardrun;
 using ::shardrun::testing::CommandResult;
+using ::shardrun::testing::FreePort;
+using ::shardrun::testing::WaitForExit;
+using ::shardrun::testing::WaitForFileCondition;
 using ::shardrun::testing::IdsAfter;
 using ::shardrun::testing::ProcessAlive;
 using ::shardrun::testing::RegisteredWorkerPids;
@@ -90,6 +103,96 @@ TEST(ClusterTest, ModelTooBigForTheBudgetsNamesTheShortfall) {
   EXPECT_NE(r.err.find("w0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("w1"), std::string::npos) << r.err;
   for (int pid : RegisteredWorkerPids(r.err)) EXPECT_FALSE(ProcessAlive(pid));
+}
+
+std::string Endpoint(int port) { return absl::StrCat("tcp://127.0.0.1:", port); }
+
+TEST(ClusterTest, WorkerWithAnotherModelFileIsRefused) {
+  const int port = FreePort();
+  BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
+                                  "--register-timeout", "3",
+                                  SharedPath("models/stories260K.bin"), "-z",
+                                  SharedPath("models/tok512.bin"), "-n", "4"});
+  // Same weights, other file (export.py version 1): another content hash.
+  const CommandResult worker =
+      RunShardrun({"worker", "--connect", Endpoint(port), "--id", "other", "--model",
+                   SharedPath("models/stories260K-v1.bin")});
+  EXPECT_EQ(worker.exit_code, 1);
+  EXPECT_NE(worker.err.find("refused"), std::string::npos) << worker.err;
+  EXPECT_NE(worker.err.find("model file differs"), std::string::npos) << worker.err;
+  EXPECT_EQ(coordinator.Wait(30000), 1);
+  EXPECT_NE(coordinator.err().find("0 registered"), std::string::npos) << coordinator.err();
+}
+
+TEST(ClusterTest, KilledCoordinatorLeavesNoWorkerBehind) {
+  const int port = FreePort();
+  // The coordinator waits for a third worker that never comes, with two registered.
+  BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "3",
+                                  "--register-timeout", "60",
+                                  SharedPath("models/stories260K.bin"), "-z",
+                                  SharedPath("models/tok512.bin")});
+  std::vector<std::unique_ptr<BackgroundShardrun>> workers;
+  for (const char* id : {"a", "b"}) {
+    workers.push_back(std::make_unique<BackgroundShardrun>(std::vector<std::string>{
+        "worker", "--connect", Endpoint(port), "--id", id, "--model",
+        SharedPath("models/stories260K.bin")}));
+  }
+  ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 30000, [&] {
+    return RegisteredWorkerPids(coordinator.err()).size() == 2;
+  })) << coordinator.err();
+  kill(coordinator.pid(), SIGKILL);
+  EXPECT_EQ(coordinator.Wait(10000), 128 + SIGKILL);
+  // Workers notice the silence (5 s by default) and exit with a message saying why.
+  for (auto& w : workers) {
+    EXPECT_EQ(w->Wait(20000), 1) << w->err();
+    EXPECT_NE(w->err().find("no word from the coordinator"), std::string::npos) << w->err();
+  }
+}
+
+TEST(ClusterTest, GarbageOnTheCoordinatorSocketCrashesNothing) {
+  const int port = FreePort();
+  BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
+                                  "--register-timeout", "30",
+                                  SharedPath("models/stories260K.bin"), "-z",
+                                  SharedPath("models/tok512.bin"), "-p", "Once upon a time",
+                                  "--temp", "0", "-n", "20"});
+  std::mt19937 rng(7);
+  // Raw bytes that are not even ZeroMQ's handshake.
+  for (int i = 0; i < 20; ++i) {
+    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      std::string junk(1 + rng() % 4096, '\0');
+      for (char& c : junk) c = static_cast<char>(rng());
+      (void)!write(s, junk.data(), junk.size());
+    }
+    close(s);
+  }
+  // Well-formed ZeroMQ messages with random frames.
+  zmq::context_t context;
+  zmq::socket_t dealer(context, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(Endpoint(port));
+  for (int i = 0; i < 500; ++i) {
+    const int frames = 1 + static_cast<int>(rng() % 3);
+    for (int f = 0; f < frames; ++f) {
+      std::string junk(rng() % 256, '\0');
+      for (char& c : junk) c = static_cast<char>(rng());
+      dealer.send(zmq::buffer(junk), f + 1 < frames ? zmq::send_flags::sndmore
+                                                     : zmq::send_flags::none);
+    }
+  }
+  ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 20000, [&] {
+    return coordinator.err().find("dropped a message") != std::string::npos;
+  })) << coordinator.err();
+  // A real worker still registers and the answer is the usual one.
+  BackgroundShardrun worker({"worker", "--connect", Endpoint(port), "--id", "w", "--model",
+                             SharedPath("models/stories260K.bin")});
+  EXPECT_EQ(coordinator.Wait(60000), 0) << coordinator.err();
+  EXPECT_EQ(worker.Wait(10000), 0) << worker.err();
 }
 
 }  // namespace

@@ -1,10 +1,17 @@
 #include "tests/test_util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -123,6 +130,89 @@ bool ProcessAlive(int pid) {
   if (stat.empty()) return false;
   const size_t paren = stat.rfind(')');
   return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
+BackgroundShardrun::BackgroundShardrun(const std::vector<std::string>& args) {
+  dir_ = MakeTempDir();
+  std::vector<std::string> argv_storage = {SHARDRUN_BINARY};
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string out = dir_ + "/out", err = dir_ + "/err";
+  pid_ = fork();
+  if (pid_ == 0) {
+    const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+}
+
+BackgroundShardrun::~BackgroundShardrun() {
+  if (pid_ > 0 && exit_code_ < 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+std::string BackgroundShardrun::err() const { return ReadFile(dir_ + "/err"); }
+
+int BackgroundShardrun::Wait(int timeout_ms) {
+  if (exit_code_ >= 0) return exit_code_;
+  if (!WaitForExit(pid_, timeout_ms)) return -1;
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return exit_code_;
+}
+
+bool WaitForExit(int pid, int timeout_ms) {
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return !ProcessAlive(pid);  // already gone
+  pollfd p{fd, POLLIN, 0};
+  const int ready = poll(&p, 1, timeout_ms);
+  close(fd);
+  // A zombie child counts as exited (its parent reaps it).
+  return ready > 0 || !ProcessAlive(pid);
+}
+
+bool WaitForFileCondition(const std::string& path, int timeout_ms,
+                          const std::function<bool()>& predicate) {
+  const int fd = inotify_init1(IN_CLOEXEC);
+  inotify_add_watch(fd, path.c_str(), IN_MODIFY | IN_CLOSE_WRITE);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool held = predicate();
+  while (!held && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    // Wake on a write, and at least every 200 ms in case the file was written before the
+    // watch was added.
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 200))) > 0) {
+      char buf[4096];
+      (void)!read(fd, buf, sizeof(buf));
+    }
+    held = predicate();
+  }
+  close(fd);
+  return held;
+}
+
+int FreePort() {
+  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  close(s);
+  return port;
 }
 
 std::string MakeTempDir() {

@@ -4,6 +4,7 @@
 #define SHARDRUN_TESTS_TEST_UTIL_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,6 +34,33 @@ std::vector<float> ReadFloats(const std::string& path);
 std::vector<int> RegisteredWorkerPids(const std::string& log);
 // Whether a process with this pid exists (and is not a zombie).
 bool ProcessAlive(int pid);
+
+// A shardrun process running in the background; stdout and stderr go to files.
+class BackgroundShardrun {
+ public:
+  explicit BackgroundShardrun(const std::vector<std::string>& args);
+  ~BackgroundShardrun();  // kills and reaps the process if it still runs
+  int pid() const { return pid_; }
+  std::string err() const;  // what it has written to stderr so far
+  std::string err_path() const { return dir_ + "/err"; }
+  // Waits (on the process, not by sleeping) until it exits or `timeout_ms` passes; returns
+  // the exit code (128 + signal), or -1 on timeout.
+  int Wait(int timeout_ms);
+
+ private:
+  int pid_ = -1;
+  int exit_code_ = -1;
+  std::string dir_;
+};
+
+// Waits until `pid` (any process) has exited, up to `timeout_ms`; true if it did.
+bool WaitForExit(int pid, int timeout_ms);
+// Waits until `predicate()` holds, re-checking whenever `path` is written (inotify), up to
+// `timeout_ms`; true if it held.
+bool WaitForFileCondition(const std::string& path, int timeout_ms,
+                          const std::function<bool()>& predicate);
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
 
 // A fresh directory under the test's temporary directory, removed by the caller if wanted.
 std::string MakeTempDir();
