@@ -48,8 +48,7 @@ bool CpuSupportsLevel(CpuLevel level) {
       return true;
 #if defined(__x86_64__)
     case CpuLevel::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             CpuHasF16c();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c();
     case CpuLevel::kAvx512:
       return CpuSupportsLevel(CpuLevel::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
