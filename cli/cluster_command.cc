@@ -8,12 +8,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/generation.h"
 #include "cli/model_setup.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/local_workers.h"
+#include "coordinator/pipeline_runner.h"
 #include "coordinator/remote_model.h"
 #include "partitioner/byte_size.h"
 #include "partitioner/partitioner.h"
@@ -33,6 +36,7 @@ struct ClusterFlags {
   bool plan_only = false;
   std::string prompts_file;
   double register_timeout_s = 30;
+  int parallel = 1;
   GenerationFlags generation;
 };
 
@@ -66,6 +70,52 @@ void PrintStageTimes(const Coordinator& c) {
   }
 }
 
+// Pipeline mode: every prompt's text is printed, in prompt order, once it is complete
+// (concurrent sequences cannot share one stream); rates go to stderr.
+absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterFlags& flags,
+                          const std::optional<Tokenizer>& tokenizer,
+                          const std::vector<std::string>& texts) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& text : texts) {
+    auto ids = PromptIds(flags.generation, tokenizer, text);
+    if (!ids.ok()) return ids.status();
+    prompts.push_back(*std::move(ids));
+  }
+  GenerateOptions options = MakeGenerateOptions(flags.generation, model, tokenizer,
+                                                c.context_length());
+  std::vector<std::string> outputs(prompts.size());
+  std::vector<bool> done(prompts.size(), false);
+  size_t printed = 0;
+  int total_tokens = 0;
+  const absl::Time start = absl::Now();
+  auto on_done = [&](size_t i, const SequenceResult& r) {
+    outputs[i] = RenderText(prompts[i], r.generated, options, tokenizer ? &*tokenizer : nullptr);
+    done[i] = true;
+    total_tokens += static_cast<int>(r.generated.size());
+    const double s = absl::ToDoubleSeconds(r.elapsed);
+    std::fprintf(stderr, "sequence %zu: %zu tokens in %.2f ms, %.2f tok/s\n", i + 1,
+                 r.generated.size(), s * 1000, s > 0 ? r.generated.size() / s : 0.0);
+    if (flags.generation.emit_ids) {
+      std::fprintf(stderr, "prompt_ids[%zu]: %s\ngenerated_ids[%zu]: %s\n", i + 1,
+                   absl::StrJoin(prompts[i], ",").c_str(), i + 1,
+                   absl::StrJoin(r.generated, ",").c_str());
+    }
+    while (printed < outputs.size() && done[printed]) {
+      std::fwrite(outputs[printed].data(), 1, outputs[printed].size(), stdout);
+      ++printed;
+    }
+    std::fflush(stdout);
+  };
+  auto results = RunPipeline(c, prompts, options, flags.parallel, on_done);
+  if (!results.ok()) return results.status();
+  const double s = absl::ToDoubleSeconds(absl::Now() - start);
+  std::fprintf(stderr, "aggregate: %d tokens in %.2f ms, %.2f tok/s over %zu sequences, %d in flight\n",
+               total_tokens, s * 1000, s > 0 ? total_tokens / s : 0.0, prompts.size(),
+               flags.parallel);
+  PrintStageTimes(c);
+  return absl::OkStatus();
+}
+
 absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   auto kind = PartitionKindFromName(flags.type);
   if (!kind.has_value()) {
@@ -89,6 +139,10 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.context_length = flags.generation.ctx_size;
   options.max_batch = flags.generation.batch_size;
   options.register_timeout = absl::Seconds(flags.register_timeout_s);
+  if (flags.parallel > 1 && *kind != PartitionKind::kPipeline) {
+    return absl::InvalidArgumentError("--parallel needs --type pipeline");
+  }
+  options.max_sequences = flags.parallel;
   if (local) {
     for (int i = 0; i < flags.shards; ++i) options.expected_ids.push_back(absl::StrCat("w", i));
   }
@@ -126,6 +180,9 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   std::fputs(table.c_str(), stderr);
   if (absl::Status s = c.Deploy(*plan); !s.ok()) return finish(s);
 
+  if (*kind == PartitionKind::kPipeline) {
+    return finish(RunPipelined(c, **model, flags, *tokenizer, *prompts));
+  }
   uint64_t sequence = 1;
   for (const std::string& text : *prompts) {
     auto prompt = PromptIds(flags.generation, *tokenizer, text);
@@ -145,6 +202,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--type", flags->type, "Partition: layer, pipeline, tensor or expert");
   cmd->add_flag("--plan", flags->plan_only, "Print the plan and exit");
   cmd->add_option("--prompts", flags->prompts_file, "Serve each line of FILE as a prompt");
+  cmd->add_option("--parallel", flags->parallel,
+                  "Sequences in flight at once (--type pipeline)")->check(CLI::Range(1, 256));
   cmd->add_option("--register-timeout", flags->register_timeout_s,
                   "Seconds to wait for the workers to register");
   if (local) {

@@ -81,12 +81,10 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerationFlags& flags,
   return tokenizer->Encode(prompt_text, /*add_bos=*/true, /*add_eos=*/false);
 }
 
-absl::Status StreamGeneration(LogitsSource& model, const ModelFile& file,
-                              const GenerationFlags& flags,
-                              const std::optional<Tokenizer>& tokenizer,
-                              const std::vector<int32_t>& prompt) {
+GenerateOptions MakeGenerateOptions(const GenerationFlags& flags, const ModelFile& file,
+                                    const std::optional<Tokenizer>& tokenizer, int context_length) {
   GenerateOptions options;
-  options.max_new_tokens = flags.n_predict < 0 ? model.context_length() : flags.n_predict;
+  options.max_new_tokens = flags.n_predict < 0 ? context_length : flags.n_predict;
   options.ignore_stop = flags.ignore_eos;
   options.sampler.temperature = flags.temperature;
   options.sampler.top_p = flags.top_p;
@@ -97,10 +95,51 @@ absl::Status StreamGeneration(LogitsSource& model, const ModelFile& file,
   if (flags.seed < 0 && flags.temperature > 0) {
     spdlog::info("seed {} (give --seed to reproduce)", options.sampler.seed);
   }
-  const Tokenizer* tok = tokenizer.has_value() ? &*tokenizer : nullptr;
-  options.stop_tokens.push_back(tok != nullptr ? tok->eos_id() : 2);
+  options.stop_tokens.push_back(tokenizer ? tokenizer->eos_id() : 2);
   // run.c stops when it samples BOS; llama2.c checkpoints keep that behaviour.
-  if (file.format() != ModelFormat::kGguf) options.stop_tokens.push_back(tok ? tok->bos_id() : 1);
+  if (file.format() != ModelFormat::kGguf) {
+    options.stop_tokens.push_back(tokenizer ? tokenizer->bos_id() : 1);
+  }
+  return options;
+}
+
+namespace {
+
+bool Printed(const GenerateOptions& options, int32_t token) {
+  return options.ignore_stop || std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
+                                          token) == options.stop_tokens.end();
+}
+
+std::string PieceText(const Tokenizer* tok, int32_t prev, int32_t token) {
+  return tok != nullptr ? tok->DecodePiece(prev, token) : absl::StrCat(" ", token);
+}
+
+}  // namespace
+
+std::string RenderText(const std::vector<int32_t>& prompt, const std::vector<int32_t>& generated,
+                       const GenerateOptions& options, const Tokenizer* tokenizer) {
+  std::string text;
+  int32_t prev = prompt.empty() ? 0 : prompt[0];
+  if (tokenizer != nullptr) {
+    for (size_t i = 1; i < prompt.size(); ++i) {
+      text += tokenizer->DecodePiece(prompt[i - 1], prompt[i]);
+    }
+    if (!prompt.empty()) prev = prompt.back();
+  }
+  for (int32_t token : generated) {
+    if (Printed(options, token)) text += PieceText(tokenizer, prev, token);
+    prev = token;
+  }
+  return text + "\n";
+}
+
+absl::Status StreamGeneration(LogitsSource& model, const ModelFile& file,
+                              const GenerationFlags& flags,
+                              const std::optional<Tokenizer>& tokenizer,
+                              const std::vector<int32_t>& prompt) {
+  const GenerateOptions options =
+      MakeGenerateOptions(flags, file, tokenizer, model.context_length());
+  const Tokenizer* tok = tokenizer.has_value() ? &*tokenizer : nullptr;
 
   // Echo the prompt, then stream each token as it is sampled.
   int32_t prev = prompt.empty() ? 0 : prompt[0];
@@ -117,10 +156,8 @@ absl::Status StreamGeneration(LogitsSource& model, const ModelFile& file,
     };
   }
   callbacks.on_token = [&](int32_t token) {
-    const bool is_stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
-                                   token) != options.stop_tokens.end();
-    if (!is_stop || options.ignore_stop) {
-      Write(tok != nullptr ? tok->DecodePiece(prev, token) : absl::StrCat(" ", token));
+    if (Printed(options, token)) {
+      Write(PieceText(tok, prev, token));
       std::fflush(stdout);
     }
     prev = token;

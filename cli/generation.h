@@ -11,6 +11,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "engine/generator.h"
 #include "engine/logits_source.h"
 #include "model/model_file.h"
 #include "model/tokenizer.h"
@@ -42,6 +43,16 @@ void AddGenerationOptions(CLI::App* cmd, GenerationFlags* flags);
 absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerationFlags& flags,
                                                const std::optional<Tokenizer>& tokenizer,
                                                const std::string& prompt_text);
+
+// The generation options the flags describe for `file` (stop tokens: EOS, and BOS for
+// llama2.c checkpoints as run.c does).
+GenerateOptions MakeGenerateOptions(const GenerationFlags& flags, const ModelFile& file,
+                                    const std::optional<Tokenizer>& tokenizer, int context_length);
+
+// The text StreamGeneration prints for `prompt` and `generated`: the prompt echoed, every
+// generated piece but a stop token, and a final newline.
+std::string RenderText(const std::vector<int32_t>& prompt, const std::vector<int32_t>& generated,
+                       const GenerateOptions& options, const Tokenizer* tokenizer);
 
 // Generates after `prompt`, streaming text (or ids without a tokenizer) to stdout, then
 // writes `prefill:`/`decode:` lines (and with --emit-ids the id lines) to stderr.

@@ -136,21 +136,24 @@ void Coordinator::Pump(absl::Duration timeout) {
         break;
       case wire::Envelope::kLogits: {
         const wire::Logits& l = env.logits();
-        if (l.sequence_id() != wait_sequence_ || l.step() != wait_step_ || logits_arrived_ ||
+        auto it = pending_.find(l.sequence_id());
+        if (it == pending_.end() || l.step() != it->second.step ||
             control_.tensors().size() != 1 ||
-            control_.tensors()[0].size() != wait_logits_.size_bytes()) {
+            control_.tensors()[0].size() != it->second.logits.size_bytes()) {
           control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
                                                l.step(), " that nobody waits for"));
           break;
         }
-        std::memcpy(wait_logits_.data(), control_.tensors()[0].data(), wait_logits_.size_bytes());
+        std::memcpy(it->second.logits.data(), control_.tensors()[0].data(),
+                    it->second.logits.size_bytes());
         for (const wire::StageTiming& t : l.timings()) {
           if (t.stage() >= 0 && t.stage() < static_cast<int>(stage_times_.size())) {
             stage_times_[t.stage()].steps++;
             stage_times_[t.stage()].compute_us += t.compute_us();
           }
         }
-        logits_arrived_ = true;
+        pending_.erase(it);
+        completed_.push_back(l.sequence_id());
         break;
       }
       case wire::Envelope::kError:
@@ -298,9 +301,13 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
-                                  std::span<float> logits) {
+absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
+                                 std::span<float> logits) {
   if (stage_workers_.empty()) return absl::FailedPreconditionError("no plan deployed");
+  if (pending_.contains(sequence_id)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", sequence_id, " already has a step in flight"));
+  }
   wire::Activation* a = Start(out_).mutable_activation();
   a->set_sequence_id(sequence_id);
   a->set_step(next_step_);
@@ -308,15 +315,20 @@ absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<cons
   a->set_n_tokens(static_cast<int32_t>(tokens.size()));
   a->mutable_tokens()->Add(tokens.begin(), tokens.end());
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
-  wait_sequence_ = sequence_id;
-  wait_step_ = next_step_++;
-  wait_logits_ = logits;
-  logits_arrived_ = false;
-  worker_error_.clear();
+  pending_[sequence_id] = PendingStep{next_step_++, logits};
   Send(stage_workers_[0], out_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Coordinator::WaitAny() {
   const absl::Time deadline = absl::Now() + options_.step_timeout;
-  while (!logits_arrived_) {
-    if (!worker_error_.empty()) return absl::InternalError(worker_error_);
+  while (completed_.empty()) {
+    if (!worker_error_.empty()) {
+      const std::string error = std::move(worker_error_);
+      worker_error_.clear();
+      return absl::InternalError(error);
+    }
+    if (pending_.empty()) return absl::FailedPreconditionError("no step in flight");
     if (absl::Status s = CheckWorkersAlive(); !s.ok()) return s;
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -324,6 +336,17 @@ absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<cons
     }
     Pump(absl::Milliseconds(100));
   }
+  const uint64_t sequence = completed_.front();
+  completed_.pop_front();
+  return sequence;
+}
+
+absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
+                                  std::span<float> logits) {
+  if (absl::Status s = Submit(sequence_id, pos0, tokens, logits); !s.ok()) return s;
+  auto done = WaitAny();
+  if (!done.ok()) return done.status();
+  if (*done != sequence_id) return absl::InternalError("logits for another sequence");
   return absl::OkStatus();
 }
 

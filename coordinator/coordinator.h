@@ -8,6 +8,7 @@
 #define SHARDRUN_COORDINATOR_COORDINATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <span>
@@ -79,6 +80,12 @@ class Coordinator {
   // writes the last token's logits.
   absl::Status Forward(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
                        std::span<float> logits);
+  // The same split in two, so that several sequences can be in flight at once (pipeline
+  // mode): Submit sends the step, whose logits land in `logits` (which must stay valid);
+  // WaitAny returns a sequence whose submitted step has completed.
+  absl::Status Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
+                      std::span<float> logits);
+  absl::StatusOr<uint64_t> WaitAny();
   // Frees the sequence's KV caches on every worker.
   void EndSequence(uint64_t sequence_id);
   // Tells every worker to exit.
@@ -113,11 +120,14 @@ class Coordinator {
   std::vector<std::string> stage_workers_;  // worker id of each stage (layer plans)
   // Per-worker load state during Deploy.
   std::map<std::string, wire::LoadProgress> loads_;
-  // The logits the current Forward waits for.
-  uint64_t wait_sequence_ = 0;
-  uint64_t wait_step_ = 0;
-  std::span<float> wait_logits_;
-  bool logits_arrived_ = false;
+  // Submitted steps whose logits have not arrived, by sequence (one step per sequence at a
+  // time), and sequences whose logits have arrived but were not yet returned by WaitAny.
+  struct PendingStep {
+    uint64_t step = 0;
+    std::span<float> logits;
+  };
+  std::map<uint64_t, PendingStep> pending_;
+  std::deque<uint64_t> completed_;
   std::string worker_error_;
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;

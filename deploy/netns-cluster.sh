@@ -34,7 +34,8 @@ usage() {
 Usage: $0 [options]        (as root)
   --workers N        worker namespaces, 1..240 (default $workers)
   --model PATH       model file (default ../shared/models/stories260K.bin)
-  --tokenizer PATH   llama2.c tokenizer (default ../shared/models/tok512.bin)
+  --tokenizer PATH   llama2.c tokenizer (default ../shared/models/tok512.bin; '' for a GGUF
+                     model that carries its own vocabulary)
   --binary PATH      shardrun executable (default build/cli/shardrun)
   --worker-mem SIZE  memory budget each worker announces (default $worker_mem)
   --timeout S        longest any one process may run, seconds (default $limit_s)
@@ -85,7 +86,7 @@ command -v ip >/dev/null || skip "the ip command (iproute2) is not installed"
 command -v timeout >/dev/null || skip "the timeout command (coreutils) is not installed"
 err=$(ip netns list 2>&1 >/dev/null) || skip "ip netns is unavailable: $err"
 [[ -r $model ]] || skip "model not found: $model"
-[[ -r $tokenizer ]] || skip "tokenizer not found: $tokenizer"
+[[ -z $tokenizer || -r $tokenizer ]] || skip "tokenizer not found: $tokenizer"
 if [[ ! -x $binary ]]; then
   echo "FAIL: shardrun binary not found or not executable: $binary (build target shardrun)"
   exit 1
@@ -93,7 +94,7 @@ fi
 # Relative paths would break under `ip netns exec`, which keeps the working directory but makes
 # the failure messages harder to read; resolve them once.
 model=$(realpath "$model")
-tokenizer=$(realpath "$tokenizer")
+[[ -z $tokenizer ]] || tokenizer=$(realpath "$tokenizer")
 binary=$(realpath "$binary")
 
 # A random suffix keeps parallel runs apart: namespace names are global to the machine, while
@@ -195,7 +196,8 @@ attach() {
 echo "run $run: coordinator $subnet.1, $workers workers $subnet.10..$subnet.$((9 + workers))"
 
 # The single-process reference runs outside the namespaces, concurrently with the network setup.
-gen_args=("$model" -z "$tokenizer" -p "$prompt" -n "$n_predict" --temp 0 --emit-ids)
+gen_args=("$model" -p "$prompt" -n "$n_predict" --temp 0 --emit-ids)
+[[ -z $tokenizer ]] || gen_args+=(-z "$tokenizer")
 timeout -k 2 "$limit_s" "$binary" generate "${gen_args[@]}" -t 1 \
   >"$logs/reference.out" 2>"$logs/reference.err" &
 reference_pid=$!
@@ -282,9 +284,15 @@ got=$(ids_of coordinator.err)
 [[ -n $got ]] || { show coordinator.err; fail "the cluster run printed no generated_ids"; }
 registered=$(grep -c "worker $run-w[0-9]* registered" "$logs/coordinator.err")
 stages=$(grep -c '^stage [0-9]* (' "$logs/coordinator.err")
-if ((registered != workers || stages != workers)); then
+if ((registered != workers)); then
   show coordinator.err
-  fail "expected $workers workers registered and $workers stages, saw $registered and $stages"
+  fail "expected $workers workers to register, saw $registered"
+fi
+# The planner may leave a worker spare (another stage would only add a hop), but a one-stage plan
+# with several workers would never send an activation from one worker namespace to another.
+if ((stages < 1 || stages > workers || (workers > 1 && stages < 2))); then
+  show coordinator.err
+  fail "the plan ran $stages stages on $workers workers; the run must cross worker namespaces"
 fi
 if [[ $got != "$want" ]]; then
   echo "single process: $want"
@@ -296,6 +304,6 @@ if ! cmp -s "$logs/reference.out" "$logs/coordinator.out"; then
   fail "same ids but different text on stdout"
 fi
 n_ids=$(tr ',' '\n' <<<"$got" | wc -l)
-echo "PASS: $workers workers in separate network namespaces generated the same $n_ids ids as" \
-  "a single process"
+echo "PASS: $workers workers ($stages stages) in separate network namespaces generated the same" \
+  "$n_ids ids as a single process"
 exit 0

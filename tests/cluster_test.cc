@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -103,6 +104,55 @@ TEST(ClusterTest, ModelTooBigForTheBudgetsNamesTheShortfall) {
   EXPECT_NE(r.err.find("w0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("w1"), std::string::npos) << r.err;
   for (int pid : RegisteredWorkerPids(r.err)) EXPECT_FALSE(ProcessAlive(pid));
+}
+
+class PipelineTest : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+// Four prompts in flight at once through 3 stages: each prompt's output equals its
+// single-process output (greedy, and sampled with a fixed seed).
+TEST_P(PipelineTest, EachSequenceEqualsItsSingleProcessRun) {
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily and Tom went to the park",
+                                            "The dog", "The café was über nice"};
+  const std::string dir = ::testing::TempDir();
+  const std::string prompts_file = dir + "/pipeline_prompts.txt";
+  {
+    std::ofstream out(prompts_file);
+    for (const std::string& p : prompts) out << p << "\n";
+  }
+  std::vector<std::string> common = {SharedPath("models/stories260K.bin"), "-z",
+                                     SharedPath("models/tok512.bin"), "-n", "80"};
+  common.insert(common.end(), GetParam().begin(), GetParam().end());
+  std::string want;
+  for (const std::string& p : prompts) {
+    std::vector<std::string> args = {"generate", "-t", "1", "-p", p};
+    args.insert(args.end(), common.begin(), common.end());
+    const CommandResult r = RunShardrun(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    want += r.out;
+  }
+  std::vector<std::string> args = {"--shards", "3", "--type", "pipeline", "--parallel", "4",
+                                   "--prompts", prompts_file};
+  args.insert(args.end(), common.begin(), common.end());
+  const CommandResult got = RunShardrun(args);
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(got.out, want);
+  EXPECT_NE(got.err.find("aggregate: "), std::string::npos) << got.err;
+  EXPECT_NE(got.err.find("sequence 4: "), std::string::npos) << got.err;
+  for (int pid : RegisteredWorkerPids(got.err)) EXPECT_FALSE(ProcessAlive(pid));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sampling, PipelineTest,
+                         ::testing::Values(std::vector<std::string>{"--temp", "0"},
+                                           std::vector<std::string>{"--temp", "0.8", "--seed",
+                                                                    "42"}),
+                         [](const auto& info) { return info.index == 0 ? "greedy" : "sampled"; });
+
+TEST(ClusterTest, ParallelNeedsPipeline) {
+  const CommandResult r = RunShardrun({"--shards", "2", "--parallel", "2",
+                                       SharedPath("models/stories260K.bin"), "-z",
+                                       SharedPath("models/tok512.bin")});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--parallel needs --type pipeline"), std::string::npos) << r.err;
 }
 
 std::string Endpoint(int port) { return absl::StrCat("tcp://127.0.0.1:", port); }
