@@ -20,6 +20,7 @@
 #include "coordinator/remote_model.h"
 #include "partitioner/byte_size.h"
 #include "partitioner/partitioner.h"
+#include "proto/message_codec.h"
 #include "partitioner/plan_format.h"
 #include "spdlog/spdlog.h"
 
@@ -37,6 +38,7 @@ struct ClusterFlags {
   std::string prompts_file;
   double register_timeout_s = 30;
   int parallel = 1;
+  std::string act_type = "f32";
   GenerationFlags generation;
 };
 
@@ -60,6 +62,11 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const ClusterFlags& flags) 
 
 void PrintStageTimes(const Coordinator& c) {
   const ShardPlan& plan = c.plan();
+  const size_t hidden_bytes = EncodedActivationBytes(
+      c.options().activation_type, 1, static_cast<size_t>(c.model().config().dim));
+  std::fprintf(stderr, "activations: %zu bytes per token per hop (%s), %zu hops per token\n",
+               hidden_bytes, wire::ActivationType_Name(c.options().activation_type).c_str(),
+               plan.stages.size() > 0 ? plan.stages.size() - 1 : 0);
   for (size_t s = 0; s < c.stage_times().size(); ++s) {
     const StageTimes& t = c.stage_times()[s];
     const std::string& id = plan.workers[plan.assignments[plan.stages[s].assignments[0]].worker].worker_id;
@@ -143,6 +150,21 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     return absl::InvalidArgumentError("--parallel needs --type pipeline");
   }
   options.max_sequences = flags.parallel;
+  if (flags.act_type == "f32") {
+    options.activation_type = wire::ACTIVATION_F32;
+  } else if (flags.act_type == "f16") {
+    options.activation_type = wire::ACTIVATION_F16;
+  } else if (flags.act_type == "q8_0") {
+    if ((*model)->config().dim % 32 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--act-type q8_0 needs a model dimension that is a multiple of 32; this one is ",
+          (*model)->config().dim));
+    }
+    options.activation_type = wire::ACTIVATION_Q8_0;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--act-type ", flags.act_type, ": expected f32, f16 or q8_0"));
+  }
   if (local) {
     for (int i = 0; i < flags.shards; ++i) options.expected_ids.push_back(absl::StrCat("w", i));
   }
@@ -202,6 +224,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--type", flags->type, "Partition: layer, pipeline, tensor or expert");
   cmd->add_flag("--plan", flags->plan_only, "Print the plan and exit");
   cmd->add_option("--prompts", flags->prompts_file, "Serve each line of FILE as a prompt");
+  cmd->add_option("--act-type", flags->act_type,
+                  "Encoding of hidden states between stages: f32 (exact), f16, q8_0");
   cmd->add_option("--parallel", flags->parallel,
                   "Sequences in flight at once (--type pipeline)")->check(CLI::Range(1, 256));
   cmd->add_option("--register-timeout", flags->register_timeout_s,

@@ -91,8 +91,7 @@ if [[ ! -x $binary ]]; then
   echo "FAIL: shardrun binary not found or not executable: $binary (build target shardrun)"
   exit 1
 fi
-# Relative paths would break under `ip netns exec`, which keeps the working directory but makes
-# the failure messages harder to read; resolve them once.
+# Absolute paths, so that every log line and failure report names exactly the files used.
 model=$(realpath "$model")
 [[ -z $tokenizer ]] || tokenizer=$(realpath "$tokenizer")
 binary=$(realpath "$binary")
@@ -110,26 +109,32 @@ created_ns=()   # namespaces to delete, in creation order
 children=()     # our direct children: the `timeout` wrappers (each forwards signals to shardrun)
 torn_down=0
 
+# Every process inside this run's namespaces, one pid a line.
+# shellcheck disable=SC2317
+ns_pids() {
+  local ns
+  for ns in "${created_ns[@]}"; do ip netns pids "$ns" 2>/dev/null; done
+}
+
+# Runs from the EXIT trap (shellcheck cannot see trap calls, hence SC2317).
+# shellcheck disable=SC2317
 teardown() {
   local rc=$?
   ((torn_down)) && return
   torn_down=1
   trap '' INT TERM  # a second Ctrl-C must not leave half the run behind
-  local pid ns
+  local pid ns i stray
   # timeout forwards TERM to its shardrun and, with -k, follows with KILL after 2 s, so waiting on
   # the wrappers is bounded and means the processes are gone.
   for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${children[@]}"; do wait "$pid" 2>/dev/null; done
   # Anything else still inside our namespaces (nothing, normally) is killed outright.
-  local stray=()
-  for ns in "${created_ns[@]}"; do stray+=($(ip netns pids "$ns" 2>/dev/null)); done
+  mapfile -t stray < <(ns_pids)
   if ((${#stray[@]})); then
     echo "killing stray processes in $run namespaces: ${stray[*]}" >&2
     kill -KILL "${stray[@]}" 2>/dev/null
     for ((i = 0; i < 100; i++)); do  # bounded: KILL takes effect within milliseconds
-      stray=()
-      for ns in "${created_ns[@]}"; do stray+=($(ip netns pids "$ns" 2>/dev/null)); done
-      ((${#stray[@]})) || break
+      [[ -n $(ns_pids) ]] || break
       sleep 0.02
     done
   fi
@@ -150,6 +155,7 @@ teardown() {
   fi
   exit "$rc"
 }
+# shellcheck disable=SC2317
 on_signal() {
   echo "FAIL: interrupted by SIG$1; tearing down $run"
   exit 1
@@ -254,25 +260,19 @@ describe_rc() {
 # Wait for every process to end, reacting as soon as one fails: a dead worker would otherwise
 # leave the coordinator waiting out its registration timeout, and a failed coordinator would
 # leave the workers waiting out theirs.
-declare -A status=()
 pending=("${children[@]}")
 while ((${#pending[@]})); do
   done_pid=
   wait -n -p done_pid "${pending[@]}"
   rc=$?
   [[ -n $done_pid ]] || fail "wait returned $rc without naming a process (pending: ${pending[*]})"
-  status[$done_pid]=$rc
   remaining=()
   for pid in "${pending[@]}"; do [[ $pid == "$done_pid" ]] || remaining+=("$pid"); done
   pending=("${remaining[@]}")
   if ((rc != 0)); then
     who=${role[$done_pid]}
-    case $who in
-      reference) log=reference.err ;;
-      coordinator) log=coordinator.err ;;
-      *) log=$who.err ;;
-    esac
-    show "$log" $([[ $who != coordinator ]] && echo coordinator.err)
+    # A worker's or the reference's own log, and the coordinator's view of the run.
+    if [[ $who == coordinator ]]; then show coordinator.err; else show "$who.err" coordinator.err; fi
     fail "$who failed: $(describe_rc "$rc")"
   fi
 done

@@ -147,6 +147,22 @@ INSTANTIATE_TEST_SUITE_P(Sampling, PipelineTest,
                                                                     "42"}),
                          [](const auto& info) { return info.index == 0 ? "greedy" : "sampled"; });
 
+TEST(ClusterTest, CompactActivationsRunAndCountBytes) {
+  const CommandResult want = SingleProcess();
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  for (const auto& [type, bytes] : std::vector<std::pair<std::string, std::string>>{
+           {"f16", "128 bytes per token"}, {"q8_0", "68 bytes per token"}}) {
+    std::vector<std::string> args = {"--shards", "3", "--act-type", type};
+    for (const std::string& a : GenerationArgs()) args.push_back(a);
+    const CommandResult got = RunShardrun(args);
+    ASSERT_EQ(got.exit_code, 0) << got.err;
+    EXPECT_NE(got.err.find(bytes), std::string::npos) << got.err;
+    // Rounded activations change the numbers slightly; the first token is robust here.
+    ASSERT_FALSE(IdsAfter(got.err, "generated_ids").empty());
+    EXPECT_EQ(IdsAfter(got.err, "generated_ids")[0], IdsAfter(want.err, "generated_ids")[0]);
+  }
+}
+
 TEST(ClusterTest, ParallelNeedsPipeline) {
   const CommandResult r = RunShardrun({"--shards", "2", "--parallel", "2",
                                        SharedPath("models/stories260K.bin"), "-z",
