@@ -39,6 +39,8 @@ struct ClusterFlags {
   double register_timeout_s = 30;
   int parallel = 1;
   std::string act_type = "f32";
+  int no_local_model_workers = 0;  // the first K local workers get their weights streamed
+  std::string worker_cache_dir;    // their --cache-dir
   GenerationFlags generation;
 };
 
@@ -179,9 +181,17 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
       if (!mem.ok()) return mem.status();
       std::vector<std::string> args = {"--connect", c.endpoint(), "--id", options.expected_ids[i],
                                        "--mem", Nth(flags.worker_mem, i), "--threads",
-                                       Nth(flags.worker_threads, i), "--model", *model_path,
+                                       Nth(flags.worker_threads, i),
                                        "--log-level",
                                        std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+      if (i < flags.no_local_model_workers) {
+        args.push_back("--no-local-model");
+        if (!flags.worker_cache_dir.empty()) {
+          args.insert(args.end(), {"--cache-dir", flags.worker_cache_dir});
+        }
+      } else {
+        args.insert(args.end(), {"--model", *model_path});
+      }
       if (absl::Status s = children.Start(options.expected_ids[i], args); !s.ok()) return s;
     }
   }
@@ -233,6 +243,11 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   if (local) {
     cmd->add_option("--worker-mem", flags->worker_mem, "Memory per worker: 512M,1G,...");
     cmd->add_option("--worker-threads", flags->worker_threads, "Threads per worker: 1,2,...");
+    cmd->add_option("--no-local-model-workers", flags->no_local_model_workers,
+                    "Start the first K workers without the model file (weights are streamed)")
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--worker-cache-dir", flags->worker_cache_dir,
+                    "--cache-dir of the workers started without the model file");
   } else {
     cmd->add_option("--listen", flags->listen, "Control endpoint, tcp://0.0.0.0:5555")->required();
   }

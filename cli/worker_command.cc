@@ -1,4 +1,6 @@
 // `shardrun worker --connect tcp://HEAD:5555 --mem 2G --threads 4 [--model FILE]`
+// Without --model (or with --no-local-model) the coordinator streams the shard's weights, kept
+// in --cache-dir for the next start.
 #include <unistd.h>
 
 #include <csignal>
@@ -21,6 +23,7 @@ extern "C" void OnStopSignal(int) { g_stop.store(true); }
 struct WorkerFlags {
   WorkerOptions options;
   std::string memory = "1G";
+  bool no_local_model = false;
 };
 
 }  // namespace
@@ -34,7 +37,14 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--mem", flags->memory, "Memory budget: 512M, 2G, ...");
   cmd->add_option("--threads", flags->options.threads, "Compute threads")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--model", flags->options.model_path, "Local copy of the model file");
+  CLI::Option* model =
+      cmd->add_option("--model", flags->options.model_path, "Local copy of the model file");
+  cmd->add_flag("--no-local-model", flags->no_local_model,
+                "Receive the shard's weights from the coordinator (the default without --model)")
+      ->excludes(model);
+  cmd->add_option("--cache-dir", flags->options.cache_dir,
+                  "Where streamed weights are kept (default: $XDG_CACHE_HOME/shardrun/weights "
+                  "or ~/.cache/shardrun/weights)");
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->callback([flags, exit_code] {

@@ -27,7 +27,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options, const ModelFile& mod
     : options_(options),
       model_(model),
       context_(std::move(context)),
-      control_(context_, zmq::socket_type::router, "coordinator") {}
+      control_(context_, zmq::socket_type::router, "coordinator"),
+      streamer_(model) {}
 
 Coordinator::~Coordinator() = default;
 
@@ -44,7 +45,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
     c->control_.socket().bind(options.listen);
     c->endpoint_ = c->control_.socket().get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
   }
   spdlog::info("coordinator listening on {}", c->endpoint_);
   return c;
@@ -72,9 +74,8 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
     refusal = std::string(s.message());
   } else if (hello.worker_id() != sender) {
     refusal = "worker id does not match the connection's identity";
-  } else if (!hello.capabilities().has_model_file()) {
-    refusal = "workers without the model file (--no-local-model) are not supported yet";
-  } else if (hello.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
+  } else if (hello.capabilities().has_model_file() &&
+             hello.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
     refusal = absl::StrCat("model file differs from the coordinator's (sha256 ",
                            ShortDigest(model_hash_), "...)");
   } else if (hello.budget().memory_bytes() <= 0 || hello.budget().threads() < 1) {
@@ -112,7 +113,10 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
 }
 
 void Coordinator::Pump(absl::Duration timeout) {
-  const auto wait = std::chrono::milliseconds(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
+  // While weights stream, the loop comes back at once to send the next chunks.
+  if (streamer_.busy()) timeout = std::min(timeout, absl::Milliseconds(1));
+  const auto wait =
+      std::chrono::milliseconds(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
   bool got = control_.Receive(wait);
   while (got) {
     const std::string& sender = control_.sender();
@@ -130,6 +134,8 @@ void Coordinator::Pump(absl::Duration timeout) {
       case wire::Envelope::kLoadProgress:
         if (env.load_progress().plan_id() == plan_id_ && loads_.contains(sender)) {
           loads_[sender] = env.load_progress();
+          streamer_.Acknowledge(sender, env.load_progress().bytes_done());
+          if (!env.load_progress().error().empty()) streamer_.Cancel(sender);
         } else {
           control_.DropUnexpected("load progress for another plan");
         }
@@ -137,8 +143,7 @@ void Coordinator::Pump(absl::Duration timeout) {
       case wire::Envelope::kLogits: {
         const wire::Logits& l = env.logits();
         auto it = pending_.find(l.sequence_id());
-        if (it == pending_.end() || l.step() != it->second.step ||
-            control_.tensors().size() != 1 ||
+        if (it == pending_.end() || l.step() != it->second.step || control_.tensors().size() != 1 ||
             control_.tensors()[0].size() != it->second.logits.size_bytes()) {
           control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
                                                l.step(), " that nobody waits for"));
@@ -156,18 +161,33 @@ void Coordinator::Pump(absl::Duration timeout) {
         completed_.push_back(l.sequence_id());
         break;
       }
+      case wire::Envelope::kFetchWeights: {
+        auto offered = offered_.find(sender);
+        if (env.fetch_weights().plan_id() != plan_id_ || offered == offered_.end()) {
+          control_.DropUnexpected(absl::StrCat("fetch weights from ", sender, " for no plan"));
+          break;
+        }
+        if (absl::Status s = streamer_.Start(sender, env.fetch_weights(), offered->second);
+            !s.ok()) {
+          loads_[sender].set_error(std::string(s.message()));
+        }
+        break;
+      }
       case wire::Envelope::kError:
         worker_error_ = absl::StrCat("worker ", sender, ": ", env.error().message());
         break;
       case wire::Envelope::kLeaving:
         spdlog::warn("worker {} is leaving: {}", sender, env.leaving().reason());
         workers_.erase(sender);
+        streamer_.Cancel(sender);
         break;
       default:
-        control_.DropUnexpected(absl::StrCat("message of kind ", env.body_case(), " from ", sender));
+        control_.DropUnexpected(
+            absl::StrCat("message of kind ", env.body_case(), " from ", sender));
     }
     got = control_.ReceiveNow();
   }
+  streamer_.Pump(control_, /*max_chunks=*/16);
   if (absl::Now() - last_heartbeat_ >= options_.heartbeat_interval) SendHeartbeats();
 }
 
@@ -183,8 +203,8 @@ absl::Status Coordinator::CheckWorkersAlive() const {
     if (it == workers_.end()) return absl::UnavailableError(absl::StrCat("worker ", id, " left"));
     const absl::Duration silent = absl::Now() - it->second.last_heard;
     if (silent > options_.worker_timeout) {
-      return absl::UnavailableError(absl::StrCat("worker ", id, " has been silent for ",
-                                                 absl::FormatDuration(silent)));
+      return absl::UnavailableError(
+          absl::StrCat("worker ", id, " has been silent for ", absl::FormatDuration(silent)));
     }
   }
   return absl::OkStatus();
@@ -241,6 +261,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   plan_ = plan;
   ++plan_id_;
   loads_.clear();
+  offered_.clear();
   stage_workers_.clear();
   stage_times_.assign(plan.stages.size(), StageTimes{});
   for (const Stage& stage : plan.stages) {
@@ -267,6 +288,13 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
     if (s + 1 < plan.stages.size()) {
       assign->set_next_endpoint(workers_.at(stage_workers_[s + 1]).data_endpoint);
     }
+    if (!workers_.at(id).has_model_file) {
+      // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
+      std::vector<wire::FileRange> ranges = streamer_.RangesFor(a.slice);
+      assign->set_model_file_size(static_cast<int64_t>(model_.file_size()));
+      assign->mutable_ranges()->Add(ranges.begin(), ranges.end());
+      offered_[id] = std::move(ranges);
+    }
     loads_[id] = wire::LoadProgress();
     Send(id, out_);
   }
@@ -277,8 +305,8 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
     bool all_done = true;
     for (const auto& [id, p] : loads_) {
       if (!p.error().empty()) {
-        return absl::InternalError(absl::StrCat("worker ", id, " could not load its shard: ",
-                                                p.error()));
+        return absl::InternalError(
+            absl::StrCat("worker ", id, " could not load its shard: ", p.error()));
       }
       all_done = all_done && p.done();
     }
@@ -331,8 +359,8 @@ absl::StatusOr<uint64_t> Coordinator::WaitAny() {
     if (pending_.empty()) return absl::FailedPreconditionError("no step in flight");
     if (absl::Status s = CheckWorkersAlive(); !s.ok()) return s;
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "no logits within ", absl::FormatDuration(options_.step_timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("no logits within ", absl::FormatDuration(options_.step_timeout)));
     }
     Pump(absl::Milliseconds(100));
   }

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/weight_streamer.h"
 #include "model/content_hash.h"
 #include "model/model_file.h"
 #include "partitioner/model_shape.h"
@@ -120,6 +121,9 @@ class Coordinator {
   std::vector<std::string> stage_workers_;  // worker id of each stage (layer plans)
   // Per-worker load state during Deploy.
   std::map<std::string, wire::LoadProgress> loads_;
+  // Workers without the model file: the ranges their Assign offered, and their streams.
+  std::map<std::string, std::vector<wire::FileRange>> offered_;
+  WeightStreamer streamer_;
   // Submitted steps whose logits have not arrived, by sequence (one step per sequence at a
   // time), and sequences whose logits have arrived but were not yet returned by WaitAny.
   struct PendingStep {

@@ -53,6 +53,8 @@ const char* BodyName(wire::Envelope::BodyCase body) {
       return "shutdown";
     case wire::Envelope::kError:
       return "error";
+    case wire::Envelope::kFetchWeights:
+      return "fetch weights";
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
@@ -218,6 +220,29 @@ absl::Status CheckWeightChunk(const wire::WeightChunk& chunk, std::span<const ui
 }
 
 // Bodies without raw frames: only their enums and counts can be wrong.
+// The ranges of a file-less worker's Assign lie inside the file and carry a SHA-256, so the
+// worker can size its sparse copy and verify what it receives without further checks.
+absl::Status CheckFileRanges(const wire::Assign& assign) {
+  const int64_t file_size = assign.model_file_size();
+  if (file_size < 0) return Malformed("assign: model file size %d", file_size);
+  if (assign.ranges_size() > 0 && file_size == 0) {
+    return Malformed("assign: file ranges without a model file size");
+  }
+  for (const wire::FileRange& r : assign.ranges()) {
+    if (r.name().empty()) return Malformed("assign: a file range without a name");
+    if (r.offset() < 0 || r.bytes() <= 0 || r.offset() > file_size ||
+        r.bytes() > file_size - r.offset()) {
+      return Malformed("assign: range %s (%d bytes at %d) lies outside the %d-byte file", r.name(),
+                       r.bytes(), r.offset(), file_size);
+    }
+    if (r.sha256().size() != 32) {
+      return Malformed("assign: range %s has a %d-byte sha256, expected 32", r.name(),
+                       r.sha256().size());
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckSmallBody(const wire::Envelope& envelope) {
   switch (envelope.body_case()) {
     case wire::Envelope::kHello: {
@@ -230,8 +255,13 @@ absl::Status CheckSmallBody(const wire::Envelope& envelope) {
       if (!wire::ActivationType_IsValid(type)) {
         return Malformed("assign: unknown activation type %d", type);
       }
-      return absl::OkStatus();
+      return CheckFileRanges(envelope.assign());
     }
+    case wire::Envelope::kFetchWeights:
+      for (const std::string& name : envelope.fetch_weights().ranges()) {
+        if (name.empty()) return Malformed("fetch weights: a range without a name");
+      }
+      return absl::OkStatus();
     case wire::Envelope::kLoadProgress: {
       const wire::LoadProgress& p = envelope.load_progress();
       if (p.bytes_done() < 0 || p.bytes_total() < 0 || p.bytes_done() > p.bytes_total()) {

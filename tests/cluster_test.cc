@@ -1,19 +1,21 @@
 // Sharded runs across real worker processes equal the single-process run exactly.
-#include <set>
-#include <string>
-#include <vector>
-
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 #include "zmq.hpp"
@@ -24,17 +26,27 @@ namespace {
 using ::shardrun::testing::BackgroundShardrun;
 using ::shardrun::testing::CommandResult;
 using ::shardrun::testing::FreePort;
-using ::shardrun::testing::WaitForExit;
-using ::shardrun::testing::WaitForFileCondition;
 using ::shardrun::testing::IdsAfter;
+using ::shardrun::testing::MakeTempDir;
 using ::shardrun::testing::ProcessAlive;
+using ::shardrun::testing::ReadFile;
 using ::shardrun::testing::RegisteredWorkerPids;
 using ::shardrun::testing::RunShardrun;
 using ::shardrun::testing::SharedPath;
+using ::shardrun::testing::WaitForExit;
+using ::shardrun::testing::WaitForFileCondition;
 
 std::vector<std::string> GenerationArgs() {
-  return {SharedPath("models/stories260K.bin"), "-z", SharedPath("models/tok512.bin"), "-p",
-          "Once upon a time", "--temp", "0", "-n", "200", "--emit-ids"};
+  return {SharedPath("models/stories260K.bin"),
+          "-z",
+          SharedPath("models/tok512.bin"),
+          "-p",
+          "Once upon a time",
+          "--temp",
+          "0",
+          "-n",
+          "200",
+          "--emit-ids"};
 }
 
 CommandResult SingleProcess() {
@@ -59,8 +71,9 @@ TEST_P(LayerClusterTest, EqualsSingleProcess) {
   const ClusterCase& c = GetParam();
   const CommandResult want = SingleProcess();
   ASSERT_EQ(want.exit_code, 0) << want.err;
-  std::vector<std::string> args = {"--shards", std::to_string(c.shards), "--type", "layer",
-                                   "--worker-mem", c.memory, "--worker-threads", c.threads};
+  std::vector<std::string> args = {
+      "--shards", std::to_string(c.shards), "--type", "layer", "--worker-mem",
+      c.memory,   "--worker-threads",       c.threads};
   for (const std::string& a : GenerationArgs()) args.push_back(a);
   const CommandResult got = RunShardrun(args);
   ASSERT_EQ(got.exit_code, 0) << got.err;
@@ -78,28 +91,29 @@ TEST_P(LayerClusterTest, EqualsSingleProcess) {
   EXPECT_NE(got.err.find("stage 0"), std::string::npos) << got.err;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shards, LayerClusterTest,
-    ::testing::Values(ClusterCase{1, "64M", "1"}, ClusterCase{2, "64M", "1"},
-                      ClusterCase{3, "64M", "1"}, ClusterCase{4, "64M", "1"},
-                      ClusterCase{5, "64M", "1"}, ClusterCase{3, "64M,32M,16M", "2,1,1"},
-                      ClusterCase{4, "16M", "1,3,1,1"}),
-    [](const auto& info) {
-      return absl::StrCat(info.param.shards, "_shards_", info.index);
-    });
+INSTANTIATE_TEST_SUITE_P(Shards, LayerClusterTest,
+                         ::testing::Values(ClusterCase{1, "64M", "1"}, ClusterCase{2, "64M", "1"},
+                                           ClusterCase{3, "64M", "1"}, ClusterCase{4, "64M", "1"},
+                                           ClusterCase{5, "64M", "1"},
+                                           ClusterCase{3, "64M,32M,16M", "2,1,1"},
+                                           ClusterCase{4, "16M", "1,3,1,1"}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.shards, "_shards_", info.index);
+                         });
 
 TEST(ClusterTest, PlanPrintsEveryWorkerAndExits) {
-  const CommandResult r = RunShardrun({"--shards", "3", "--plan", SharedPath("models/stories260K.bin"),
-                                       "-z", SharedPath("models/tok512.bin")});
+  const CommandResult r =
+      RunShardrun({"--shards", "3", "--plan", SharedPath("models/stories260K.bin"), "-z",
+                   SharedPath("models/tok512.bin")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* id : {"w0", "w1", "w2"}) EXPECT_NE(r.out.find(id), std::string::npos) << r.out;
   for (int pid : RegisteredWorkerPids(r.err)) EXPECT_FALSE(ProcessAlive(pid));
 }
 
 TEST(ClusterTest, ModelTooBigForTheBudgetsNamesTheShortfall) {
-  const CommandResult r = RunShardrun({"--shards", "2", "--worker-mem", "100K",
-                                       SharedPath("models/stories260K.bin"), "-z",
-                                       SharedPath("models/tok512.bin"), "-n", "4"});
+  const CommandResult r =
+      RunShardrun({"--shards", "2", "--worker-mem", "100K", SharedPath("models/stories260K.bin"),
+                   "-z", SharedPath("models/tok512.bin"), "-n", "4"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("w0"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("w1"), std::string::npos) << r.err;
@@ -130,8 +144,8 @@ TEST_P(PipelineTest, EachSequenceEqualsItsSingleProcessRun) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     want += r.out;
   }
-  std::vector<std::string> args = {"--shards", "3", "--type", "pipeline", "--parallel", "4",
-                                   "--prompts", prompts_file};
+  std::vector<std::string> args = {"--shards",   "3", "--type",    "pipeline",
+                                   "--parallel", "4", "--prompts", prompts_file};
   args.insert(args.end(), common.begin(), common.end());
   const CommandResult got = RunShardrun(args);
   ASSERT_EQ(got.exit_code, 0) << got.err;
@@ -164,11 +178,146 @@ TEST(ClusterTest, CompactActivationsRunAndCountBytes) {
 }
 
 TEST(ClusterTest, ParallelNeedsPipeline) {
-  const CommandResult r = RunShardrun({"--shards", "2", "--parallel", "2",
-                                       SharedPath("models/stories260K.bin"), "-z",
-                                       SharedPath("models/tok512.bin")});
+  const CommandResult r =
+      RunShardrun({"--shards", "2", "--parallel", "2", SharedPath("models/stories260K.bin"), "-z",
+                   SharedPath("models/tok512.bin")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--parallel needs --type pipeline"), std::string::npos) << r.err;
+}
+
+// A 3-shard run whose first `file_less` workers have no model file and keep streamed weights
+// in `cache_dir`.
+CommandResult StreamedRun(int file_less, const std::string& cache_dir) {
+  std::vector<std::string> args = {
+      "--shards",           "3",      "--no-local-model-workers", std::to_string(file_less),
+      "--worker-cache-dir", cache_dir};
+  for (const std::string& a : GenerationArgs()) args.push_back(a);
+  return RunShardrun(args);
+}
+
+// Bytes the coordinator streamed to `worker` ("worker w0: streamed N bytes"), -1 if absent.
+int64_t StreamedBytes(const std::string& log, const std::string& worker) {
+  std::smatch m;
+  const std::regex re("worker " + worker + ": streamed ([0-9]+) bytes");
+  if (!std::regex_search(log, m, re)) return -1;
+  return std::stoll(m[1]);
+}
+
+std::string ManifestPath(const std::string& cache_dir) {
+  for (const auto& entry : std::filesystem::directory_iterator(cache_dir)) {
+    if (entry.path().extension() == ".manifest") return entry.path().string();
+  }
+  return "";
+}
+
+TEST(StreamedWeightsTest, FileLessWorkersGetTheirWeightsStreamed) {
+  const CommandResult want = SingleProcess();
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  for (int file_less : {1, 2}) {
+    const std::string cache_dir = MakeTempDir();
+    const CommandResult got = StreamedRun(file_less, cache_dir);
+    ASSERT_EQ(got.exit_code, 0) << got.err;
+    EXPECT_EQ(got.out, want.out);
+    EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
+              absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+    for (int w = 0; w < 3; ++w) {
+      const std::string id = absl::StrCat("w", w);
+      if (w < file_less) {
+        EXPECT_GT(StreamedBytes(got.err, id), 0) << got.err;
+      } else {
+        EXPECT_EQ(StreamedBytes(got.err, id), -1) << got.err;  // has the file
+      }
+    }
+    for (int pid : RegisteredWorkerPids(got.err)) EXPECT_FALSE(ProcessAlive(pid));
+    std::filesystem::remove_all(cache_dir);
+  }
+}
+
+TEST(StreamedWeightsTest, ARestartWithTheCacheStreamsNothing) {
+  const CommandResult want = SingleProcess();
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  const std::string cache_dir = MakeTempDir();
+  const CommandResult first = StreamedRun(2, cache_dir);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_GT(StreamedBytes(first.err, "w0"), 0) << first.err;
+  const CommandResult second = StreamedRun(2, cache_dir);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.out, want.out);
+  EXPECT_EQ(StreamedBytes(second.err, "w0"), 0) << second.err;
+  EXPECT_EQ(StreamedBytes(second.err, "w1"), 0) << second.err;
+  EXPECT_NE(second.err.find("nothing to fetch"), std::string::npos) << second.err;
+  std::filesystem::remove_all(cache_dir);
+}
+
+class StreamedModelTest : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+// Other layouts: a GGUF file (vocabulary in the headers, tensors over several 1 MiB chunks) and
+// a llama2.c version-2 file (each tensor's group scales are a range of their own).
+TEST_P(StreamedModelTest, EqualsSingleProcess) {
+  std::vector<std::string> model_args;
+  for (const std::string& a : GetParam()) {
+    model_args.push_back(a.ends_with(".gguf") || a.ends_with(".bin") ? SharedPath(a) : a);
+  }
+  const std::vector<std::string> gen = {"-p", "Once upon a time", "--temp", "0", "-n", "30"};
+  std::vector<std::string> single = {"generate", "-t", "1"};
+  single.insert(single.end(), model_args.begin(), model_args.end());
+  single.insert(single.end(), gen.begin(), gen.end());
+  const CommandResult want = RunShardrun(single);
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  const std::string cache_dir = MakeTempDir();
+  std::vector<std::string> cluster = {
+      "--shards", "3", "--no-local-model-workers", "3", "--worker-cache-dir", cache_dir};
+  cluster.insert(cluster.end(), model_args.begin(), model_args.end());
+  cluster.insert(cluster.end(), gen.begin(), gen.end());
+  const CommandResult got = RunShardrun(cluster);
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(got.out, want.out);
+  for (const char* id : {"w0", "w1", "w2"}) EXPECT_GT(StreamedBytes(got.err, id), 0) << got.err;
+  std::filesystem::remove_all(cache_dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, StreamedModelTest,
+                         ::testing::Values(std::vector<std::string>{"models/mini-f32.gguf"},
+                                           std::vector<std::string>{"models/stories260K-v2-gs4.bin",
+                                                                    "-z", "models/tok512.bin"}),
+                         [](const auto& info) { return info.index == 0 ? "gguf" : "llama2c_v2"; });
+
+// A cached tensor whose bytes changed on disk fails its hash at load and is fetched again;
+// the run's output is unchanged.
+TEST(StreamedWeightsTest, ACorruptedCacheIsFetchedAgain) {
+  const CommandResult want = SingleProcess();
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  const std::string cache_dir = MakeTempDir();
+  const CommandResult first = StreamedRun(1, cache_dir);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string manifest = ManifestPath(cache_dir);
+  ASSERT_FALSE(manifest.empty());
+  // Lines: "<sha256> <offset> <bytes> <name>"; flip a byte in the middle of a tensor.
+  std::istringstream lines(ReadFile(manifest));
+  std::string sha, name;
+  int64_t offset = 0, bytes = 0;
+  while (lines >> sha >> offset >> bytes >> name && name == "#header") {
+  }
+  ASSERT_NE(name, "#header");
+  const std::string model = manifest.substr(0, manifest.size() - 9) + ".model";
+  {
+    std::fstream f(model, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << model;
+    f.seekg(offset + bytes / 2);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x10);
+    f.seekp(offset + bytes / 2);
+    f.write(&c, 1);
+  }
+  const CommandResult second = StreamedRun(1, cache_dir);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.out, want.out);
+  EXPECT_NE(second.err.find("cached range " + name + " no longer matches its sha256"),
+            std::string::npos)
+      << second.err;
+  EXPECT_EQ(StreamedBytes(second.err, "w0"), bytes) << second.err;
+  std::filesystem::remove_all(cache_dir);
 }
 
 std::string Endpoint(int port) { return absl::StrCat("tcp://127.0.0.1:", port); }
@@ -176,13 +325,11 @@ std::string Endpoint(int port) { return absl::StrCat("tcp://127.0.0.1:", port); 
 TEST(ClusterTest, WorkerWithAnotherModelFileIsRefused) {
   const int port = FreePort();
   BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
-                                  "--register-timeout", "3",
-                                  SharedPath("models/stories260K.bin"), "-z",
-                                  SharedPath("models/tok512.bin"), "-n", "4"});
+                                  "--register-timeout", "3", SharedPath("models/stories260K.bin"),
+                                  "-z", SharedPath("models/tok512.bin"), "-n", "4"});
   // Same weights, other file (export.py version 1): another content hash.
-  const CommandResult worker =
-      RunShardrun({"worker", "--connect", Endpoint(port), "--id", "other", "--model",
-                   SharedPath("models/stories260K-v1.bin")});
+  const CommandResult worker = RunShardrun({"worker", "--connect", Endpoint(port), "--id", "other",
+                                            "--model", SharedPath("models/stories260K-v1.bin")});
   EXPECT_EQ(worker.exit_code, 1);
   EXPECT_NE(worker.err.find("refused"), std::string::npos) << worker.err;
   EXPECT_NE(worker.err.find("model file differs"), std::string::npos) << worker.err;
@@ -194,14 +341,13 @@ TEST(ClusterTest, KilledCoordinatorLeavesNoWorkerBehind) {
   const int port = FreePort();
   // The coordinator waits for a third worker that never comes, with two registered.
   BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "3",
-                                  "--register-timeout", "60",
-                                  SharedPath("models/stories260K.bin"), "-z",
-                                  SharedPath("models/tok512.bin")});
+                                  "--register-timeout", "60", SharedPath("models/stories260K.bin"),
+                                  "-z", SharedPath("models/tok512.bin")});
   std::vector<std::unique_ptr<BackgroundShardrun>> workers;
   for (const char* id : {"a", "b"}) {
-    workers.push_back(std::make_unique<BackgroundShardrun>(std::vector<std::string>{
-        "worker", "--connect", Endpoint(port), "--id", id, "--model",
-        SharedPath("models/stories260K.bin")}));
+    workers.push_back(std::make_unique<BackgroundShardrun>(
+        std::vector<std::string>{"worker", "--connect", Endpoint(port), "--id", id, "--model",
+                                 SharedPath("models/stories260K.bin")}));
   }
   ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 30000, [&] {
     return RegisteredWorkerPids(coordinator.err()).size() == 2;
@@ -218,9 +364,8 @@ TEST(ClusterTest, KilledCoordinatorLeavesNoWorkerBehind) {
 TEST(ClusterTest, GarbageOnTheCoordinatorSocketCrashesNothing) {
   const int port = FreePort();
   BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
-                                  "--register-timeout", "30",
-                                  SharedPath("models/stories260K.bin"), "-z",
-                                  SharedPath("models/tok512.bin"), "-p", "Once upon a time",
+                                  "--register-timeout", "30", SharedPath("models/stories260K.bin"),
+                                  "-z", SharedPath("models/tok512.bin"), "-p", "Once upon a time",
                                   "--temp", "0", "-n", "20"});
   std::mt19937 rng(7);
   // Raw bytes that are not even ZeroMQ's handshake.
@@ -247,8 +392,8 @@ TEST(ClusterTest, GarbageOnTheCoordinatorSocketCrashesNothing) {
     for (int f = 0; f < frames; ++f) {
       std::string junk(rng() % 256, '\0');
       for (char& c : junk) c = static_cast<char>(rng());
-      dealer.send(zmq::buffer(junk), f + 1 < frames ? zmq::send_flags::sndmore
-                                                     : zmq::send_flags::none);
+      dealer.send(zmq::buffer(junk),
+                  f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   }
   ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 20000, [&] {

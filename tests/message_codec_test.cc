@@ -174,6 +174,53 @@ TEST(MessageCodecTest, PlanMessagesRoundTrip) {
 
   ExpectRoundTrip(Chunk(0, 64, false), {std::vector<uint8_t>(32, 1)});
   ExpectRoundTrip(Chunk(32, 64, true), {std::vector<uint8_t>(32, 2)});
+
+  // A file-less worker's Assign lists its file ranges; it answers with FetchWeights.
+  a->set_model_file_size(4096);
+  wire::FileRange* r = a->add_ranges();
+  r->set_name("#header");
+  r->set_offset(0);
+  r->set_bytes(256);
+  r->set_sha256(std::string(32, 'h'));
+  ExpectRoundTrip(assign, {});
+  wire::Envelope fetch;
+  fetch.set_protocol_version(wire::PROTOCOL_VERSION);
+  fetch.mutable_fetch_weights()->set_plan_id(42);
+  fetch.mutable_fetch_weights()->add_ranges("#header");
+  ExpectRoundTrip(fetch, {});
+  fetch.mutable_fetch_weights()->clear_ranges();
+  ExpectRoundTrip(fetch, {});  // everything cached
+}
+
+TEST(MessageCodecTest, RejectsBadFileRanges) {
+  auto assign_error = [](int64_t file_size, int64_t offset, int64_t bytes, size_t sha_bytes,
+                         const std::string& name) {
+    wire::Envelope envelope;
+    envelope.set_protocol_version(wire::PROTOCOL_VERSION);
+    envelope.mutable_assign()->set_model_file_size(file_size);
+    wire::FileRange* r = envelope.mutable_assign()->add_ranges();
+    r->set_name(name);
+    r->set_offset(offset);
+    r->set_bytes(bytes);
+    r->set_sha256(std::string(sha_bytes, 's'));
+    return std::string(DecodeError(Encode(envelope, {})).message());
+  };
+  EXPECT_THAT(assign_error(0, 0, 8, 32, "t"), HasSubstr("file ranges without a model file size"));
+  EXPECT_THAT(assign_error(-1, 0, 8, 32, "t"), HasSubstr("model file size -1"));
+  EXPECT_THAT(assign_error(100, 0, 8, 32, ""), HasSubstr("a file range without a name"));
+  EXPECT_THAT(assign_error(100, 96, 8, 32, "t"),
+              HasSubstr("range t (8 bytes at 96) lies outside the 100-byte file"));
+  EXPECT_THAT(assign_error(100, -4, 8, 32, "t"), HasSubstr("lies outside"));
+  EXPECT_THAT(assign_error(100, 0, 0, 32, "t"), HasSubstr("lies outside"));
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  EXPECT_THAT(assign_error(kMax, kMax - 4, 8, 32, "t"), HasSubstr("lies outside"));
+  EXPECT_THAT(assign_error(100, 0, 8, 31, "t"), HasSubstr("range t has a 31-byte sha256"));
+
+  wire::Envelope fetch;
+  fetch.set_protocol_version(wire::PROTOCOL_VERSION);
+  fetch.mutable_fetch_weights()->add_ranges("");
+  EXPECT_THAT(std::string(DecodeError(Encode(fetch, {})).message()),
+              HasSubstr("fetch weights: a range without a name"));
 }
 
 TEST(MessageCodecTest, RunningMessagesRoundTrip) {

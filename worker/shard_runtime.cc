@@ -15,18 +15,7 @@ namespace {
 // faults and the user sees honest load progress.
 void PageIn(const ModelFile& model, const ModelSlice& slice,
             const std::function<void(int64_t, int64_t)>& progress) {
-  std::vector<const TensorView*> tensors;
-  for (const TensorView& t : model.tensors()) {
-    const bool is_layer = t.name.rfind("blk.", 0) == 0;
-    int layer = -1;
-    if (is_layer) layer = std::atoi(t.name.c_str() + 4);
-    const bool wanted =
-        (is_layer && slice.layers.contains(layer)) ||
-        (slice.embedding && t.name == "token_embd.weight") ||
-        (slice.head && (t.name == "output_norm.weight" || t.name == "output.weight" ||
-                        (model.config().tied_output && t.name == "token_embd.weight")));
-    if (wanted) tensors.push_back(&t);
-  }
+  const std::vector<const TensorView*> tensors = SliceTensors(model, slice);
   int64_t total = 0;
   for (const TensorView* t : tensors) total += static_cast<int64_t>(t->total_bytes());
   int64_t done = 0;
@@ -41,6 +30,22 @@ void PageIn(const ModelFile& model, const ModelSlice& slice,
 }
 
 }  // namespace
+
+std::vector<const TensorView*> SliceTensors(const ModelFile& model, const ModelSlice& slice) {
+  std::vector<const TensorView*> tensors;
+  for (const TensorView& t : model.tensors()) {
+    const bool is_layer = t.name.rfind("blk.", 0) == 0;
+    int layer = -1;
+    if (is_layer) layer = std::atoi(t.name.c_str() + 4);
+    const bool wanted =
+        (is_layer && slice.layers.contains(layer)) ||
+        (slice.embedding && t.name == "token_embd.weight") ||
+        (slice.head && (t.name == "output_norm.weight" || t.name == "output.weight" ||
+                        (model.config().tied_output && t.name == "token_embd.weight")));
+    if (wanted) tensors.push_back(&t);
+  }
+  return tensors;
+}
 
 absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
     const ModelFile& model, const wire::Assign& assign, int threads,
@@ -74,8 +79,8 @@ absl::StatusOr<KvCache*> ShardRuntime::CacheFor(uint64_t sequence_id) {
   if (auto it = caches_.find(sequence_id); it != caches_.end()) return &it->second;
   const int limit = std::max(1, assign_.max_sequences());
   if (static_cast<int>(caches_.size()) >= limit) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "sequence %d: all %d KV caches are in use", sequence_id, limit));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("sequence %d: all %d KV caches are in use", sequence_id, limit));
   }
   auto cache = stage_->NewKvCache(assign_.context_length());
   if (!cache.ok()) return cache.status();

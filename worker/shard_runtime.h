@@ -19,6 +19,10 @@
 
 namespace shardrun {
 
+// The tensors of `model` that `slice` reads, in file order: what a worker pages in, and what
+// the coordinator streams to a worker without the model file.
+std::vector<const TensorView*> SliceTensors(const ModelFile& model, const ModelSlice& slice);
+
 class ShardRuntime {
  public:
   // Loads the slice `assign` describes from `model` (which must stay open) into a new CPU

@@ -15,6 +15,8 @@
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
 #include "worker/shard_runtime.h"
+#include "worker/weight_cache.h"
+#include "worker/weight_receiver.h"
 
 namespace shardrun {
 namespace {
@@ -52,6 +54,14 @@ class WorkerLoop {
   absl::Status HandleControl();
   void HandleActivation(Channel& in);
   absl::Status HandleAssign(const wire::Assign& assign);
+  // A worker without the model file: asks for the ranges its cache lacks...
+  absl::Status BeginStreamedLoad(const wire::Assign& assign);
+  // ...writes each chunk that arrives...
+  absl::Status HandleWeightChunk();
+  // ...and loads the shard from the cached copy once every range is verified.
+  absl::Status FinishStreamedLoad();
+  absl::Status LoadShard(const wire::Assign& assign);
+  void ReportLoadFailure(uint64_t plan_id, const absl::Status& status);
   void SendToCoordinator(const wire::Envelope& envelope,
                          std::span<const std::span<const uint8_t>> tensors = {});
   void SendError(const std::string& message, uint64_t sequence_id);
@@ -66,6 +76,7 @@ class WorkerLoop {
   std::unique_ptr<ModelFile> model_;
   Sha256 model_hash_{};
   std::unique_ptr<ShardRuntime> shard_;
+  std::unique_ptr<WeightReceiver> receiver_;  // while streamed weights arrive
   bool welcomed_ = false;
   bool done_ = false;
   absl::Status exit_status_;
@@ -74,7 +85,7 @@ class WorkerLoop {
   absl::Time last_heard_ = absl::Now();
   absl::Time last_sent_ = absl::InfinitePast();
   int64_t recent_step_us_ = 0;
-  wire::Envelope out_;             // reused for every message sent
+  wire::Envelope out_;            // reused for every message sent
   std::vector<uint8_t> encoded_;  // encoded hidden state, reused
 };
 
@@ -124,8 +135,8 @@ void WorkerLoop::SendHello() {
   caps->set_cores(static_cast<int32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
   caps->set_host(HostName());
   caps->set_pid(getpid());
-  caps->set_has_model_file(model_ != nullptr);
-  if (model_ != nullptr) hello->set_model_hash(model_hash_.data(), model_hash_.size());
+  caps->set_has_model_file(!options_.model_path.empty());
+  if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
   SendToCoordinator(out_);
 }
@@ -147,15 +158,78 @@ void WorkerLoop::SendError(const std::string& message, uint64_t sequence_id) {
   SendToCoordinator(out_);
 }
 
+void WorkerLoop::ReportLoadFailure(uint64_t plan_id, const absl::Status& status) {
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  out_.mutable_load_progress()->set_plan_id(plan_id);
+  out_.mutable_load_progress()->set_error(std::string(status.message()));
+  SendToCoordinator(out_);
+  spdlog::error("worker {}: loading failed: {}", options_.id, std::string(status.message()));
+}
+
 absl::Status WorkerLoop::HandleAssign(const wire::Assign& assign) {
-  if (model_ == nullptr) {
-    return absl::UnimplementedError(
-        "this worker has no model file, and streamed weights are not supported yet");
-  }
+  shard_.reset();
+  receiver_.reset();
+  if (options_.model_path.empty()) return BeginStreamedLoad(assign);
   if (assign.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
     return absl::FailedPreconditionError("the assignment is for another model file");
   }
-  shard_.reset();
+  return LoadShard(assign);
+}
+
+absl::Status WorkerLoop::BeginStreamedLoad(const wire::Assign& assign) {
+  model_.reset();  // a copy from an earlier assignment; the cache reopens it
+  const std::string dir = options_.cache_dir.empty() ? DefaultWeightCacheDir() : options_.cache_dir;
+  auto receiver = WeightReceiver::Begin(assign, dir);
+  if (!receiver.ok()) return receiver.status();
+  receiver_ = *std::move(receiver);
+  const std::vector<std::string>& missing = receiver_->missing();
+  if (missing.empty()) {
+    spdlog::info("worker {}: all {} weight ranges are cached in {}; nothing to fetch", options_.id,
+                 assign.ranges_size(), dir);
+  } else {
+    spdlog::info("worker {}: fetching {} of {} weight ranges ({} bytes) into {}", options_.id,
+                 missing.size(), assign.ranges_size(), receiver_->bytes_total(), dir);
+  }
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  wire::FetchWeights* fetch = out_.mutable_fetch_weights();
+  fetch->set_plan_id(assign.plan_id());
+  fetch->mutable_ranges()->Add(missing.begin(), missing.end());
+  SendToCoordinator(out_);
+  if (receiver_->complete()) return FinishStreamedLoad();
+  return absl::OkStatus();
+}
+
+absl::Status WorkerLoop::HandleWeightChunk() {
+  const wire::WeightChunk& chunk = control_.envelope().weight_chunk();
+  if (receiver_ == nullptr || chunk.plan_id() != receiver_->assign().plan_id()) {
+    control_.DropUnexpected("weight chunk while no streamed load is under way");
+    return absl::OkStatus();
+  }
+  if (absl::Status s = receiver_->Receive(chunk, control_.tensors()[0]); !s.ok()) return s;
+  // Every chunk is acknowledged: the coordinator sends only a window ahead of this.
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  wire::LoadProgress* p = out_.mutable_load_progress();
+  p->set_plan_id(chunk.plan_id());
+  p->set_bytes_done(receiver_->bytes_done());
+  p->set_bytes_total(receiver_->bytes_total());
+  SendToCoordinator(out_);
+  if (receiver_->complete()) return FinishStreamedLoad();
+  return absl::OkStatus();
+}
+
+absl::Status WorkerLoop::FinishStreamedLoad() {
+  auto model = receiver_->Finish();
+  const wire::Assign assign = receiver_->assign();
+  receiver_.reset();
+  if (!model.ok()) return model.status();
+  model_ = *std::move(model);
+  return LoadShard(assign);
+}
+
+absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
   absl::Time last_report = absl::InfinitePast();
   auto report = [&](int64_t done, int64_t total) {
     if (done < total && absl::Now() - last_report < absl::Milliseconds(200)) return;
@@ -211,14 +285,17 @@ absl::Status WorkerLoop::HandleControl() {
       }
       case wire::Envelope::kAssign:
         if (absl::Status s = HandleAssign(env.assign()); !s.ok()) {
-          out_.Clear();
-          out_.set_protocol_version(wire::PROTOCOL_VERSION);
-          out_.mutable_load_progress()->set_plan_id(env.assign().plan_id());
-          out_.mutable_load_progress()->set_error(std::string(s.message()));
-          SendToCoordinator(out_);
-          spdlog::error("worker {}: loading failed: {}", options_.id, std::string(s.message()));
+          ReportLoadFailure(env.assign().plan_id(), s);
         }
         break;
+      case wire::Envelope::kWeightChunk: {
+        const uint64_t plan_id = env.weight_chunk().plan_id();
+        if (absl::Status s = HandleWeightChunk(); !s.ok()) {
+          receiver_.reset();
+          ReportLoadFailure(plan_id, s);
+        }
+        break;
+      }
       case wire::Envelope::kActivation:
         // The coordinator feeds the first stage through the control socket.
         HandleActivation(control_);
@@ -245,8 +322,8 @@ void WorkerLoop::HandleActivation(Channel& in) {
     in.DropUnexpected("activation before a shard was loaded");
     return;
   }
-  const std::span<const uint8_t> frame = in.tensors().empty() ? std::span<const uint8_t>()
-                                                              : in.tensors()[0];
+  const std::span<const uint8_t> frame =
+      in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
   const int64_t t0 = NowMicros();
   if (absl::Status s = shard_->Step(a, frame); !s.ok()) {
     SendError(std::string(s.message()), a.sequence_id());
@@ -329,9 +406,9 @@ absl::Status WorkerLoop::Run() {
       SendToCoordinator(out_);
     }
     if (now - last_heard_ > coordinator_timeout_) {
-      return absl::UnavailableError(absl::StrCat(
-          "no word from the coordinator at ", options_.connect, " for ",
-          absl::FormatDuration(now - last_heard_), "; exiting"));
+      return absl::UnavailableError(
+          absl::StrCat("no word from the coordinator at ", options_.connect, " for ",
+                       absl::FormatDuration(now - last_heard_), "; exiting"));
     }
   }
   if (stop_->load() && welcomed_) {

@@ -19,11 +19,12 @@
 namespace shardrun {
 
 struct WorkerOptions {
-  std::string connect;       // coordinator control endpoint, e.g. tcp://head:5555
-  std::string id;            // unique worker id (default: host-pid)
+  std::string connect;  // coordinator control endpoint, e.g. tcp://head:5555
+  std::string id;       // unique worker id (default: host-pid)
   int64_t memory_bytes = int64_t{1} << 30;
   int threads = 1;
-  std::string model_path;    // empty: no local model file
+  std::string model_path;      // empty: no local model file; the shard's weights are streamed
+  std::string cache_dir;       // streamed weights (empty: DefaultWeightCacheDir())
   std::string advertise_host;  // address peers use to reach this worker's data socket
   absl::Duration hello_retry = absl::Seconds(1);
 };
