@@ -1,6 +1,7 @@
 // Sharded runs:
 //   shardrun --shards 4 --type layer MODEL [generation options]       (workers on this host)
 //   shardrun coordinator --listen tcp://0.0.0.0:5555 --shards N MODEL  (workers join from anywhere)
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -62,6 +63,14 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const ClusterFlags& flags) 
   return prompts;
 }
 
+// p50 and p99 of `samples` in microseconds, "-" when empty.
+std::string Percentiles(std::vector<int64_t> samples) {
+  if (samples.empty()) return "-";
+  std::sort(samples.begin(), samples.end());
+  auto at = [&](double q) { return samples[static_cast<size_t>(q * (samples.size() - 1))]; };
+  return absl::StrCat("p50 ", at(0.5), " us, p99 ", at(0.99), " us");
+}
+
 void PrintStageTimes(const Coordinator& c) {
   const ShardPlan& plan = c.plan();
   const size_t hidden_bytes = EncodedActivationBytes(
@@ -71,12 +80,18 @@ void PrintStageTimes(const Coordinator& c) {
                plan.stages.size() > 0 ? plan.stages.size() - 1 : 0);
   for (size_t s = 0; s < c.stage_times().size(); ++s) {
     const StageTimes& t = c.stage_times()[s];
-    const std::string& id = plan.workers[plan.assignments[plan.stages[s].assignments[0]].worker].worker_id;
-    std::fprintf(stderr, "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step\n",
+    const std::string& id =
+        plan.workers[plan.assignments[plan.stages[s].assignments[0]].worker].worker_id;
+    std::fprintf(stderr,
+                 "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step; "
+                 "hop in: %s\n",
                  s, id.c_str(), plan.stages[s].layers.begin, plan.stages[s].layers.end - 1,
                  static_cast<long long>(t.steps), t.compute_us / 1000.0,
-                 t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0);
+                 t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0,
+                 Percentiles(t.hop_us).c_str());
   }
+  std::fprintf(stderr, "hop back to the coordinator: %s\n",
+               Percentiles(c.return_hop_us()).c_str());
 }
 
 // Pipeline mode: every prompt's text is printed, in prompt order, once it is complete

@@ -155,7 +155,11 @@ void Coordinator::Pump(absl::Duration timeout) {
           if (t.stage() >= 0 && t.stage() < static_cast<int>(stage_times_.size())) {
             stage_times_[t.stage()].steps++;
             stage_times_[t.stage()].compute_us += t.compute_us();
+            stage_times_[t.stage()].hop_us.push_back(t.wait_us());
           }
+        }
+        if (l.sent_at_us() > 0) {
+          return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
         }
         pending_.erase(it);
         completed_.push_back(l.sequence_id());

@@ -58,6 +58,7 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
+  std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
 };
 
 class Coordinator {
@@ -94,6 +95,8 @@ class Coordinator {
 
   const std::map<std::string, WorkerInfo>& workers() const { return workers_; }
   const std::vector<StageTimes>& stage_times() const { return stage_times_; }
+  // Latency of the hop from the last stage back to the coordinator, one sample per step.
+  const std::vector<int64_t>& return_hop_us() const { return return_hop_us_; }
   const ShardPlan& plan() const { return plan_; }
   const ModelFile& model() const { return model_; }
   const CoordinatorOptions& options() const { return options_; }
@@ -135,6 +138,7 @@ class Coordinator {
   std::string worker_error_;
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;
+  std::vector<int64_t> return_hop_us_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   wire::Envelope out_;
 };

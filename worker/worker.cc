@@ -345,6 +345,8 @@ void WorkerLoop::HandleActivation(Channel& in) {
     wire::StageTiming* t = logits->add_timings();
     t->set_stage(shard_->assign().stage());
     t->set_compute_us(compute_us);
+    t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
+    logits->set_sent_at_us(NowMicros());
     const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
                                          result.size_bytes());
     SendToCoordinator(out_, {&bytes, 1});
@@ -361,6 +363,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
   wire::StageTiming* t = next->add_timings();
   t->set_stage(shard_->assign().stage());
   t->set_compute_us(compute_us);
+  t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
   const wire::ActivationType type = shard_->assign().activation_type();
   SetTensorFrame(type, a.n_tokens(), shard_->dim(), next->mutable_hidden());
   encoded_.resize(EncodedActivationBytes(type, static_cast<size_t>(a.n_tokens()),
