@@ -361,6 +361,67 @@ TEST(ClusterTest, KilledCoordinatorLeavesNoWorkerBehind) {
   }
 }
 
+// The endpoint in a worker's "activations arrive at ENDPOINT" log line, or "".
+std::string DataEndpoint(const std::string& log) {
+  const std::string marker = "activations arrive at ";
+  const size_t at = log.find(marker);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + marker.size();
+  return log.substr(begin, log.find_first_of(" \n", begin) - begin);
+}
+
+TEST(ClusterTest, GarbageOnWorkerSocketsCrashesNothing) {
+  const int port = FreePort();
+  const std::vector<std::string> generation = {SharedPath("models/stories260K.bin"), "-z",
+                                               SharedPath("models/tok512.bin"), "-p",
+                                               "Once upon a time", "--temp", "0", "-n", "60",
+                                               "--emit-ids"};
+  std::vector<std::string> coordinator_args = {"coordinator", "--listen", Endpoint(port),
+                                               "--shards", "3", "--register-timeout", "60"};
+  coordinator_args.insert(coordinator_args.end(), generation.begin(), generation.end());
+  BackgroundShardrun coordinator(coordinator_args);
+  std::vector<std::unique_ptr<BackgroundShardrun>> workers;
+  auto start_worker = [&](const std::string& id) {
+    workers.push_back(std::make_unique<BackgroundShardrun>(std::vector<std::string>{
+        "worker", "--connect", Endpoint(port), "--id", id, "--model",
+        SharedPath("models/stories260K.bin")}));
+  };
+  start_worker("a");
+  start_worker("b");
+  std::mt19937 rng(11);
+  zmq::context_t context;
+  for (auto& w : workers) {
+    ASSERT_TRUE(WaitForFileCondition(w->err_path(), 30000,
+                                     [&] { return !DataEndpoint(w->err()).empty(); }))
+        << w->err();
+    const std::string endpoint = DataEndpoint(w->err());
+    // Well-formed ZeroMQ messages with random frames, and envelopes that parse but lie.
+    zmq::socket_t push(context, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 1000);
+    push.connect(endpoint);
+    for (int i = 0; i < 300; ++i) {
+      const int frames = 1 + static_cast<int>(rng() % 3);
+      for (int f = 0; f < frames; ++f) {
+        std::string junk(rng() % 512, '\0');
+        for (char& c : junk) c = static_cast<char>(rng());
+        push.send(zmq::buffer(junk),
+                  f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      }
+    }
+    push.close();
+  }
+  // The last worker joins after the garbage; the run must still equal the single process.
+  start_worker("c");
+  ASSERT_EQ(coordinator.Wait(60000), 0) << coordinator.err();
+  std::vector<std::string> single = {"generate", "-t", "1"};
+  single.insert(single.end(), generation.begin(), generation.end());
+  const CommandResult want = RunShardrun(single);
+  EXPECT_EQ(absl::StrJoin(IdsAfter(coordinator.err(), "generated_ids"), ","),
+            absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+  for (auto& w : workers) EXPECT_EQ(w->Wait(10000), 0) << w->err();
+  EXPECT_NE(workers[0]->err().find("dropped a message"), std::string::npos) << workers[0]->err();
+}
+
 TEST(ClusterTest, GarbageOnTheCoordinatorSocketCrashesNothing) {
   const int port = FreePort();
   BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",

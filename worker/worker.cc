@@ -113,6 +113,7 @@ absl::Status WorkerLoop::Setup() {
           "other workers use to reach this one)");
     }
     data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
+    spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
     control_.socket().set(zmq::sockopt::routing_id, options_.id);
     control_.socket().connect(options_.connect);
   } catch (const zmq::error_t& e) {
