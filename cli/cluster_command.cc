@@ -92,6 +92,15 @@ void PrintStageTimes(const Coordinator& c) {
   }
   std::fprintf(stderr, "hop back to the coordinator: %s\n",
                Percentiles(c.return_hop_us()).c_str());
+  const Coordinator::DecodeSplit& d = c.decode_split();
+  if (d.steps > 0) {
+    std::fprintf(stderr,
+                 "decode step: %.1f us = %.1f us compute + %.1f us transport and waiting "
+                 "(mean of %lld steps)\n",
+                 static_cast<double>(d.wall_us) / d.steps, static_cast<double>(d.compute_us) / d.steps,
+                 static_cast<double>(d.wall_us - d.compute_us) / d.steps,
+                 static_cast<long long>(d.steps));
+  }
 }
 
 // Pipeline mode: every prompt's text is printed, in prompt order, once it is complete

@@ -158,6 +158,11 @@ void Coordinator::Pump(absl::Duration timeout) {
             stage_times_[t.stage()].hop_us.push_back(t.wait_us());
           }
         }
+        if (it->second.n_tokens == 1) {
+          decode_split_.steps++;
+          decode_split_.wall_us += absl::ToInt64Microseconds(absl::Now() - it->second.submitted);
+          for (const wire::StageTiming& t : l.timings()) decode_split_.compute_us += t.compute_us();
+        }
         if (l.sent_at_us() > 0) {
           return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
         }
@@ -347,7 +352,8 @@ absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const
   a->set_n_tokens(static_cast<int32_t>(tokens.size()));
   a->mutable_tokens()->Add(tokens.begin(), tokens.end());
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
-  pending_[sequence_id] = PendingStep{next_step_++, logits};
+  pending_[sequence_id] =
+      PendingStep{next_step_++, logits, static_cast<int>(tokens.size()), absl::Now()};
   Send(stage_workers_[0], out_);
   return absl::OkStatus();
 }

@@ -95,6 +95,14 @@ class Coordinator {
 
   const std::map<std::string, WorkerInfo>& workers() const { return workers_; }
   const std::vector<StageTimes>& stage_times() const { return stage_times_; }
+  // Decode steps (one token) seen so far: wall time from submission to logits, and the part
+  // of it the stages spent computing; the rest is transport and waiting.
+  struct DecodeSplit {
+    int64_t steps = 0;
+    int64_t wall_us = 0;
+    int64_t compute_us = 0;
+  };
+  const DecodeSplit& decode_split() const { return decode_split_; }
   // Latency of the hop from the last stage back to the coordinator, one sample per step.
   const std::vector<int64_t>& return_hop_us() const { return return_hop_us_; }
   const ShardPlan& plan() const { return plan_; }
@@ -132,6 +140,8 @@ class Coordinator {
   struct PendingStep {
     uint64_t step = 0;
     std::span<float> logits;
+    int n_tokens = 0;
+    absl::Time submitted;
   };
   std::map<uint64_t, PendingStep> pending_;
   std::deque<uint64_t> completed_;
@@ -139,6 +149,7 @@ class Coordinator {
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;
   std::vector<int64_t> return_hop_us_;
+  DecodeSplit decode_split_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   wire::Envelope out_;
 };

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "proto/shardrun.pb.h"
 #include "tests/test_util.h"
 #include "zmq.hpp"
 
@@ -420,6 +421,59 @@ TEST(ClusterTest, GarbageOnWorkerSocketsCrashesNothing) {
             absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
   for (auto& w : workers) EXPECT_EQ(w->Wait(10000), 0) << w->err();
   EXPECT_NE(workers[0]->err().find("dropped a message"), std::string::npos) << workers[0]->err();
+}
+
+TEST(ClusterTest, OtherProtocolVersionIsRefusedWithBothVersions) {
+  const int port = FreePort();
+  BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
+                                  "--register-timeout", "20",
+                                  SharedPath("models/stories260K.bin"), "-z",
+                                  SharedPath("models/tok512.bin"), "-n", "4"});
+  zmq::context_t context;
+  zmq::socket_t dealer(context, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.set(zmq::sockopt::routing_id, "future");
+  dealer.connect(Endpoint(port));
+  wire::Envelope hello;
+  hello.set_protocol_version(99);
+  hello.mutable_hello()->set_protocol_version(99);
+  hello.mutable_hello()->set_worker_id("future");
+  const std::string bytes = hello.SerializeAsString();
+  dealer.send(zmq::buffer(bytes));
+  zmq::message_t reply;
+  dealer.set(zmq::sockopt::rcvtimeo, 20000);
+  ASSERT_TRUE(dealer.recv(reply)) << coordinator.err();
+  wire::Envelope welcome;
+  ASSERT_TRUE(welcome.ParseFromArray(reply.data(), static_cast<int>(reply.size())));
+  ASSERT_TRUE(welcome.has_welcome());
+  EXPECT_FALSE(welcome.welcome().accepted());
+  EXPECT_NE(welcome.welcome().reason().find("99"), std::string::npos) << welcome.welcome().reason();
+  EXPECT_NE(welcome.welcome().reason().find("1"), std::string::npos);
+  // A good worker is still served afterwards.
+  BackgroundShardrun worker({"worker", "--connect", Endpoint(port), "--id", "w", "--model",
+                             SharedPath("models/stories260K.bin")});
+  EXPECT_EQ(coordinator.Wait(30000), 0) << coordinator.err();
+  EXPECT_EQ(worker.Wait(10000), 0) << worker.err();
+}
+
+TEST(ClusterTest, InterruptedRunLeavesNoWorkerBehind) {
+  // Enough prompts to keep the run busy until the interrupt arrives.
+  const std::string prompts_file = ::testing::TempDir() + "/many_prompts.txt";
+  {
+    std::ofstream out(prompts_file);
+    for (int i = 0; i < 2000; ++i) out << "Once upon a time\n";
+  }
+  BackgroundShardrun run({"--shards", "2", "--prompts", prompts_file,
+                          SharedPath("models/stories260K.bin"), "-z",
+                          SharedPath("models/tok512.bin"), "-n", "200"});
+  ASSERT_TRUE(WaitForFileCondition(run.err_path(), 30000, [&] {
+    return run.err().find("loaded its shard") != std::string::npos;
+  })) << run.err();
+  const std::vector<int> pids = RegisteredWorkerPids(run.err());
+  ASSERT_EQ(pids.size(), 2u) << run.err();
+  kill(run.pid(), SIGINT);  // as Ctrl-C would, but to the coordinator alone
+  EXPECT_NE(run.Wait(10000), -1);
+  for (int pid : pids) EXPECT_TRUE(WaitForExit(pid, 10000)) << "worker " << pid << " survived";
 }
 
 TEST(ClusterTest, GarbageOnTheCoordinatorSocketCrashesNothing) {
