@@ -19,7 +19,7 @@ rate() { grep "^$1:" | sed -E 's/.* ([0-9.]+) tok\/s.*/\1/'; }
 
 echo "command: bash bench/shard_bench.sh $model (N=$n)"
 echo
-echo "| run | processes x threads | prefill tok/s | decode tok/s | compute per step (sum of stages) | bytes per token per hop | hop latency (stage 1 in) |"
+echo "| run | processes x threads | prefill tok/s | decode tok/s | decode step: compute + transport | bytes per token per hop | hop latency (stage 1 in) |"
 echo "|---|---|---|---|---|---|---|"
 err=$(mktemp)
 for threads in 1 2; do
@@ -29,8 +29,7 @@ done
 for shards in 2 4; do
   "$bin" --shards "$shards" --type layer --worker-threads 1 --worker-mem 2G "${common[@]}" \
     2>"$err" >/dev/null
-  compute=$(grep -E '^stage [0-9]+' "$err" | grep -oE '[0-9.]+ us/step' |
-            awk '{s += $1} END {printf "%.0f us", s}')
+  compute=$(grep '^decode step:' "$err" | sed -E 's/decode step: [0-9.]+ us = ([0-9.]+) us compute \+ ([0-9.]+) us.*/\1 + \2 us/')
   hop=$(grep -E '^stage 1 ' "$err" | sed -E 's/.*hop in: //')
   bytes=$(grep '^activations:' "$err" | sed -E 's/activations: ([0-9]+) bytes.*/\1/')
   echo "| $shards layer shards | $shards x 1 | $(rate prefill <"$err") | $(rate decode <"$err") | $compute | $bytes | $hop |"
