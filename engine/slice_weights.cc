@@ -23,6 +23,17 @@ class WeightLoader {
     return backend_.LoadWeight(*view);
   }
 
+  // Expert `expert` of the stacked tensor `name`.
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> LoadExpert(const std::string& name, int expert) {
+    const TensorView* view = model_.Find(name);
+    if (view == nullptr) {
+      return absl::NotFoundError(absl::StrCat(model_.path(), ": missing tensor ", name));
+    }
+    const TensorView slice = ExpertSlice(*view, expert);
+    *bytes_ += slice.total_bytes();
+    return backend_.LoadWeight(slice);
+  }
+
  private:
   const ModelFile& model_;
   Backend& backend_;
@@ -41,10 +52,6 @@ class WeightLoader {
 absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const ModelSlice& slice,
                                                 Backend& backend) {
   if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
-  if (model.config().is_moe()) {
-    return absl::UnimplementedError(absl::StrCat(
-        model.path(), ": mixture-of-experts models are not supported by the forward pass yet"));
-  }
   SliceWeights w;
   WeightLoader loader(model, backend, &w.bytes);
   if (slice.embedding) ASSIGN_WEIGHT(w.token_embedding, loader.Load("token_embd.weight"));
@@ -56,9 +63,19 @@ absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const Mo
     ASSIGN_WEIGHT(lw.wv, loader.Load(LayerTensorName(l, "attn_v")));
     ASSIGN_WEIGHT(lw.wo, loader.Load(LayerTensorName(l, "attn_output")));
     ASSIGN_WEIGHT(lw.ffn_norm, loader.Load(LayerTensorName(l, "ffn_norm")));
-    ASSIGN_WEIGHT(lw.ffn_gate, loader.Load(LayerTensorName(l, "ffn_gate")));
-    ASSIGN_WEIGHT(lw.ffn_up, loader.Load(LayerTensorName(l, "ffn_up")));
-    ASSIGN_WEIGHT(lw.ffn_down, loader.Load(LayerTensorName(l, "ffn_down")));
+    if (!model.config().is_moe()) {
+      ASSIGN_WEIGHT(lw.ffn_gate, loader.Load(LayerTensorName(l, "ffn_gate")));
+      ASSIGN_WEIGHT(lw.ffn_up, loader.Load(LayerTensorName(l, "ffn_up")));
+      ASSIGN_WEIGHT(lw.ffn_down, loader.Load(LayerTensorName(l, "ffn_down")));
+      continue;
+    }
+    ASSIGN_WEIGHT(lw.router, loader.Load(LayerTensorName(l, "ffn_gate_inp")));
+    for (int e = 0; e < model.config().n_experts; ++e) {
+      ExpertWeights& ew = lw.experts.emplace_back();
+      ASSIGN_WEIGHT(ew.gate, loader.LoadExpert(LayerTensorName(l, "ffn_gate_exps"), e));
+      ASSIGN_WEIGHT(ew.up, loader.LoadExpert(LayerTensorName(l, "ffn_up_exps"), e));
+      ASSIGN_WEIGHT(ew.down, loader.LoadExpert(LayerTensorName(l, "ffn_down_exps"), e));
+    }
   }
   if (slice.head) {
     ASSIGN_WEIGHT(w.output_norm, loader.Load("output_norm.weight"));

@@ -12,9 +12,17 @@
 
 namespace shardrun {
 
+// One MoE expert's feed-forward matrices.
+struct ExpertWeights {
+  std::unique_ptr<DeviceWeight> gate, up, down;
+};
+
 struct LayerWeights {
   std::unique_ptr<DeviceWeight> attn_norm, wq, wk, wv, wo;
-  std::unique_ptr<DeviceWeight> ffn_norm, ffn_gate, ffn_up, ffn_down;
+  std::unique_ptr<DeviceWeight> ffn_norm;
+  std::unique_ptr<DeviceWeight> ffn_gate, ffn_up, ffn_down;  // dense models
+  std::unique_ptr<DeviceWeight> router;                      // MoE: ffn_gate_inp
+  std::vector<ExpertWeights> experts;                        // MoE: every expert
 };
 
 struct SliceWeights {

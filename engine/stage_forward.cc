@@ -1,5 +1,7 @@
 #include "engine/stage_forward.h"
 
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -32,12 +34,20 @@ absl::Status StageForward::AllocateActivations() {
       {&v_, b * config_.kv_dim()},    {&att_, b * config_.dim},
       {&gate_, b * config_.hidden_dim}, {&up_, b * config_.hidden_dim},
       {&logits_, slice_.head ? config_.vocab_size : 0},
+      {&router_, config_.is_moe() ? b * config_.n_experts : 0},
+      {&ex_in_, config_.is_moe() ? config_.dim : 0},
+      {&ex_out_, config_.is_moe() ? config_.dim : 0},
+      {&moe_out_, config_.is_moe() ? b * config_.dim : 0},
   };
   for (const Request& r : requests) {
     if (r.floats == 0) continue;
     auto buffer = backend_.Allocate(r.floats);
     if (!buffer.ok()) return buffer.status();
     *r.buffer = *std::move(buffer);
+  }
+  if (config_.is_moe()) {
+    router_host_.resize(static_cast<size_t>(b * config_.n_experts));
+    ranked_.resize(static_cast<size_t>(config_.n_experts));
   }
   return absl::OkStatus();
 }
@@ -96,6 +106,11 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
     be.Add(*x_, *xb_, static_cast<int64_t>(n) * dim);
     // Feed-forward: x += w_down · (silu(w_gate·norm(x)) * w_up·norm(x))
     be.RmsNorm(*xb_, *x_, *w.ffn_norm, n, eps);
+    if (c.is_moe()) {  // the same, per token, summed over its selected experts
+      if (absl::Status s = MoeFeedForward(w, n); !s.ok()) return s;
+      be.Add(*x_, *moe_out_, static_cast<int64_t>(n) * dim);
+      continue;
+    }
     be.MatMul(*gate_, *w.ffn_gate, *xb_, n);
     be.MatMul(*up_, *w.ffn_up, *xb_, n);
     be.SwiGlu(*gate_, *up_, static_cast<int64_t>(n) * c.hidden_dim);
@@ -113,6 +128,44 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
     be.Read(*logits_, 0, output.first(static_cast<size_t>(c.vocab_size)));
   } else {
     be.Read(*x_, 0, output.first(static_cast<size_t>(n) * dim));
+  }
+  return absl::OkStatus();
+}
+
+// llama.cpp's routing for the llama architecture: softmax over all router logits, the
+// n_experts_used most probable experts, their probabilities renormalised to sum to one.
+absl::Status StageForward::MoeFeedForward(const LayerWeights& w, int n) {
+  Backend& be = backend_;
+  const int dim = config_.dim;
+  const int n_experts = config_.n_experts;
+  const int k = config_.n_experts_used;
+  be.MatMul(*router_, *w.router, *xb_, n);
+  // The choice of experts happens on the host, so the router logits come back here.
+  if (absl::Status s = be.Synchronize(); !s.ok()) return s;
+  be.Read(*router_, 0, std::span<float>(router_host_.data(), static_cast<size_t>(n) * n_experts));
+  be.Zero(*moe_out_, static_cast<int64_t>(n) * dim);
+  for (int t = 0; t < n; ++t) {
+    const float* logits = router_host_.data() + static_cast<size_t>(t) * n_experts;
+    const float max = *std::max_element(logits, logits + n_experts);
+    float sum = 0.0f;
+    for (int e = 0; e < n_experts; ++e) {
+      ranked_[e] = {std::exp(logits[e] - max), e};
+      sum += ranked_[e].first;
+    }
+    std::partial_sort(ranked_.begin(), ranked_.begin() + k, ranked_.end(),
+                      [](const auto& a, const auto& b) { return a.first > b.first; });
+    float chosen = 0.0f;
+    for (int i = 0; i < k; ++i) chosen += ranked_[i].first / sum;
+    be.Copy(*ex_in_, 0, *xb_, static_cast<int64_t>(t) * dim, dim);
+    for (int i = 0; i < k; ++i) {
+      const ExpertWeights& expert = w.experts[ranked_[i].second];
+      be.MatMul(*gate_, *expert.gate, *ex_in_, 1);
+      be.MatMul(*up_, *expert.up, *ex_in_, 1);
+      be.SwiGlu(*gate_, *up_, config_.hidden_dim);
+      be.MatMul(*ex_out_, *expert.down, *gate_, 1);
+      be.AddScaled(*moe_out_, static_cast<int64_t>(t) * dim, *ex_out_, dim,
+                   ranked_[i].first / sum / chosen);
+    }
   }
   return absl::OkStatus();
 }

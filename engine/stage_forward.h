@@ -8,6 +8,8 @@
 
 #include <memory>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
@@ -52,6 +54,8 @@ class StageForward {
                int max_batch)
       : config_(config), slice_(slice), backend_(backend), max_batch_(max_batch) {}
   absl::Status AllocateActivations();
+  // The MoE feed-forward of layer `w` for n tokens: xb_ (normed) in, moe_out_ out.
+  absl::Status MoeFeedForward(const LayerWeights& w, int n);
 
   ModelConfig config_;
   ModelSlice slice_;
@@ -68,6 +72,13 @@ class StageForward {
   std::unique_ptr<DeviceBuffer> gate_;    // hidden_dim
   std::unique_ptr<DeviceBuffer> up_;      // hidden_dim
   std::unique_ptr<DeviceBuffer> logits_;  // vocab_size, head slices only (last token)
+  // MoE models only.
+  std::unique_ptr<DeviceBuffer> router_;   // [max_batch][n_experts] router logits
+  std::unique_ptr<DeviceBuffer> ex_in_;    // one token's normed input, dim
+  std::unique_ptr<DeviceBuffer> ex_out_;   // one expert's output, dim
+  std::unique_ptr<DeviceBuffer> moe_out_;  // weighted sum of the experts, [max_batch][dim]
+  std::vector<float> router_host_;         // router logits read back for top-k selection
+  std::vector<std::pair<float, int>> ranked_;  // (probability, expert), sized once
 };
 
 }  // namespace shardrun

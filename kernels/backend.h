@@ -105,6 +105,11 @@ class Backend {
   virtual void SwiGlu(DeviceBuffer& gate, const DeviceBuffer& up, int64_t count) = 0;
   // acc[i] += x[i] for the first `count` values.
   virtual void Add(DeviceBuffer& acc, const DeviceBuffer& x, int64_t count) = 0;
+  // acc[acc_offset + i] += scale * x[i] for i < count (weighted sums of MoE experts).
+  virtual void AddScaled(DeviceBuffer& acc, int64_t acc_offset, const DeviceBuffer& x,
+                         int64_t count, float scale) = 0;
+  // Fills the first `count` values with zero.
+  virtual void Zero(DeviceBuffer& buffer, int64_t count) = 0;
   // dst[dst_offset + i] = src[src_offset + i] for i < count.
   virtual void Copy(DeviceBuffer& dst, int64_t dst_offset, const DeviceBuffer& src,
                     int64_t src_offset, int64_t count) = 0;

@@ -36,6 +36,20 @@ struct TensorView {
   }
 };
 
+// Expert `expert` of a stacked MoE tensor (shape {cols, rows, n_experts}): the 2-D matrix
+// {cols, rows} whose rows lie contiguously at rows * expert. The caller checks the index.
+inline TensorView ExpertSlice(const TensorView& stacked, int expert) {
+  TensorView view = stacked;
+  const int64_t rows = stacked.shape.size() > 1 ? stacked.shape[1] : 1;
+  const size_t bytes = TensorBytes(stacked.type, stacked.cols() * rows);
+  view.name = stacked.name + "[" + std::to_string(expert) + "]";
+  view.shape = {stacked.cols(), rows};
+  view.data = static_cast<const uint8_t*>(stacked.data) + bytes * static_cast<size_t>(expert);
+  view.bytes = bytes;
+  view.file_offset = stacked.file_offset + bytes * static_cast<uint64_t>(expert);
+  return view;
+}
+
 }  // namespace shardrun
 
 #endif  // SHARDRUN_MODEL_TENSOR_VIEW_H_

@@ -102,6 +102,27 @@ INSTANTIATE_TEST_SUITE_P(Shards, LayerClusterTest,
                            return absl::StrCat(info.param.shards, "_shards_", info.index);
                          });
 
+TEST(ClusterTest, MoeModelLayerShardsEqualSingleProcess) {
+  const std::vector<std::string> common = {SharedPath("models/moe-mini-q8_0.gguf"),
+                                           "--prompt-ids", "1,300,301,302", "-n", "40",
+                                           "--temp", "0", "--ignore-eos", "--emit-ids"};
+  std::vector<std::string> single = {"generate", "-t", "1"};
+  single.insert(single.end(), common.begin(), common.end());
+  const CommandResult want = RunShardrun(single);
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  for (const char* type : {"layer", "pipeline"}) {
+    std::vector<std::string> args = {"--shards", "3", "--type", type};
+    args.insert(args.end(), common.begin(), common.end());
+    const CommandResult got = RunShardrun(args);
+    ASSERT_EQ(got.exit_code, 0) << got.err;
+    // Pipeline mode numbers its sequences: "generated_ids[1]: ...".
+    const std::string key = std::string(type) == "pipeline" ? "generated_ids[1]" : "generated_ids";
+    EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, key), ","),
+              absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","))
+        << type;
+  }
+}
+
 TEST(ClusterTest, PlanPrintsEveryWorkerAndExits) {
   const CommandResult r =
       RunShardrun({"--shards", "3", "--plan", SharedPath("models/stories260K.bin"), "-z",

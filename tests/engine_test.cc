@@ -128,7 +128,7 @@ TEST_P(EngineTest, RejectsBadInput) {
 INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
                          ::testing::Values("stories260K.bin", "stories260K-q8_0.gguf",
                                            "stories260K-v2-gs4.bin", "mini-f16.gguf",
-                                           "mini-q4_0.gguf"),
+                                           "mini-q4_0.gguf", "moe-mini-q8_0.gguf"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) {

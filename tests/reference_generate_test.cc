@@ -156,6 +156,9 @@ std::vector<LlamaCppCase> LlamaCppCases() {
   std::vector<LlamaCppCase> cases = {
       {"stories260K.gguf", "stories260K-once", true},
       {"stories260K-q8_0.gguf", "stories260K-q8_0-once", false},
+      // Mixtral-style: router softmax, top-2 experts renormalised, weighted sum.
+      {"moe-mini-f32.gguf", "moe-mini-f32-a", true},
+      {"moe-mini-q8_0.gguf", "moe-mini-q8_0-a", false},
   };
   for (const char* type : {"f32", "f16", "q8_0", "q4_0"}) {
     for (const char* prompt : {"a", "b"}) {

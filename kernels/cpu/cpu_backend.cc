@@ -404,6 +404,20 @@ void CpuBackend::SwiGlu(DeviceBuffer& gate, const DeviceBuffer& up, int64_t coun
                     [&](int64_t begin, int64_t end, int) { SwiGluRange(g, u, begin, end); });
 }
 
+void CpuBackend::AddScaled(DeviceBuffer& acc, int64_t acc_offset, const DeviceBuffer& x,
+                           int64_t count, float scale) {
+  Require(count >= 0 && acc_offset >= 0 && acc.size() - acc_offset >= count && x.size() >= count,
+          "AddScaled", "buffer too small");
+  float* a = Data(acc) + acc_offset;
+  const float* b = Data(x);
+  for (int64_t i = 0; i < count; ++i) a[i] += scale * b[i];
+}
+
+void CpuBackend::Zero(DeviceBuffer& buffer, int64_t count) {
+  Require(count >= 0 && buffer.size() >= count, "Zero", "buffer too small");
+  std::fill(Data(buffer), Data(buffer) + count, 0.0f);
+}
+
 void CpuBackend::Add(DeviceBuffer& acc, const DeviceBuffer& x, int64_t count) {
   Require(count >= 0 && acc.size() >= count && x.size() >= count, "Add", "buffer too small");
   float* a = Data(acc);

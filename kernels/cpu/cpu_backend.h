@@ -53,6 +53,9 @@ class CpuBackend final : public Backend {
                  const AttentionShape& shape) override;
   void SwiGlu(DeviceBuffer& gate, const DeviceBuffer& up, int64_t count) override;
   void Add(DeviceBuffer& acc, const DeviceBuffer& x, int64_t count) override;
+  void AddScaled(DeviceBuffer& acc, int64_t acc_offset, const DeviceBuffer& x, int64_t count,
+                 float scale) override;
+  void Zero(DeviceBuffer& buffer, int64_t count) override;
   void Copy(DeviceBuffer& dst, int64_t dst_offset, const DeviceBuffer& src, int64_t src_offset,
             int64_t count) override;
 
