@@ -41,13 +41,17 @@ void ThreadPool::Dispatch(void (*call)(void*, int), void* ctx) {
   job_call_ = call;
   job_ctx_ = ctx;
   finished_.store(0, std::memory_order_relaxed);
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  roster_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_seq_cst);
   // seq_cst on both sides (here and in AwaitGeneration) guarantees that either we see the
   // sleeper or the sleeper sees the new generation before it blocks.
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.store(generation, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
   call(ctx, 0);
-  const int workers = threads_ - 1;
-  for (int polls = 0; finished_.load(std::memory_order_acquire) != workers; ++polls) {
+  // Every chunk is claimed: close the loop and wait for the workers that joined it.
+  const uint64_t roster = roster_.fetch_or(kClosed, std::memory_order_acq_rel);
+  const int joined = static_cast<int>(roster & kJoinedMask);
+  for (int polls = 0; finished_.load(std::memory_order_acquire) != joined; ++polls) {
     if (polls < kCallerSpins) {
       CpuRelax();
     } else {
@@ -78,11 +82,20 @@ uint32_t ThreadPool::AwaitGeneration(uint32_t seen) {
   return g;
 }
 
+bool ThreadPool::Join(uint32_t generation) {
+  uint64_t roster = roster_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((roster >> 32) != generation || (roster & kClosed) != 0) return false;
+    if (roster_.compare_exchange_weak(roster, roster + 1, std::memory_order_acq_rel)) return true;
+  }
+}
+
 void ThreadPool::WorkerLoop(int worker) {
   uint32_t seen = 0;
   for (;;) {
     seen = AwaitGeneration(seen);
     if (stop_) return;
+    if (!Join(seen)) continue;  // that loop is over already
     job_call_(job_ctx_, worker);
     finished_.fetch_add(1, std::memory_order_release);
   }

@@ -60,6 +60,11 @@ class ThreadPool {
   void WorkerLoop(int worker);
   // Returns the generation once it differs from `seen`: spins first, then sleeps.
   uint32_t AwaitGeneration(uint32_t seen);
+  // Joins loop `generation` unless the caller has closed it already.
+  bool Join(uint32_t generation);
+
+  static constexpr uint64_t kClosed = uint64_t{1} << 31;
+  static constexpr uint64_t kJoinedMask = kClosed - 1;
 
   const int threads_;
   const bool oversubscribed_;  // more threads than cores
@@ -72,6 +77,11 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> sleepers_{0};
   alignas(64) std::atomic<int> finished_{0};
+  // Who takes part in the current loop: generation << 32 | closed bit | workers joined. The
+  // caller waits only for workers that joined before it closed the loop, so a worker the OS
+  // has descheduled (another process on the core) does not hold up a loop whose chunks the
+  // others already finished; a worker arriving after the close skips that loop.
+  alignas(64) std::atomic<uint64_t> roster_{0};
   alignas(64) std::atomic<int64_t> next_{0};
 };
 
