@@ -79,8 +79,11 @@ absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const Mo
   }
   if (slice.head) {
     ASSIGN_WEIGHT(w.output_norm, loader.Load("output_norm.weight"));
-    ASSIGN_WEIGHT(w.output, loader.Load(model.config().tied_output ? "token_embd.weight"
-                                                                   : "output.weight"));
+    const bool tied = model.config().tied_output;
+    const size_t before = w.bytes;
+    ASSIGN_WEIGHT(w.output, loader.Load(tied ? "token_embd.weight" : "output.weight"));
+    // A tied table already loaded for the embedding is the same bytes: count it once.
+    if (tied && slice.embedding) w.bytes = before;
   }
   spdlog::debug("loaded {} ({:.1f} MiB) on {}", slice.ToString(), w.bytes / 1048576.0,
                 backend.name());
