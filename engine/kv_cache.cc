@@ -8,6 +8,8 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, LayerRange layers, int
   cache.layers_ = layers;
   cache.context_length_ = context_length;
   const int64_t floats = static_cast<int64_t>(context_length) * kv_dim;
+  // A tensor-parallel member without attention heads keeps no cache.
+  if (floats == 0) return cache;
   for (int l = layers.begin; l < layers.end; ++l) {
     auto k = backend.Allocate(floats);
     if (!k.ok()) return k.status();

@@ -1,7 +1,10 @@
-// The weights of one model slice, loaded into a backend.
+// The weights of one model slice, loaded into a backend. With a tensor split, each matrix is
+// cut to the member's share (engine/tensor_split.h).
 #ifndef SHARDRUN_ENGINE_SLICE_WEIGHTS_H_
 #define SHARDRUN_ENGINE_SLICE_WEIGHTS_H_
 
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -31,6 +34,8 @@ struct SliceWeights {
   std::unique_ptr<DeviceWeight> output_norm;      // if slice.head
   std::unique_ptr<DeviceWeight> output;           // if slice.head (the embedding when tied)
   size_t bytes = 0;                               // of the tensors loaded
+  // Column slices of a tensor split, copied out of the file (backends may use them in place).
+  std::deque<std::vector<uint8_t>> copies;
 
   static absl::StatusOr<SliceWeights> Load(const ModelFile& model, const ModelSlice& slice,
                                            Backend& backend);

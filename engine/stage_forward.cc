@@ -6,15 +6,39 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "engine/tensor_split.h"
 
 namespace shardrun {
 
-absl::StatusOr<std::unique_ptr<StageForward>> StageForward::Create(const ModelFile& model,
-                                                                   const ModelSlice& slice,
-                                                                   Backend& backend,
-                                                                   int max_batch) {
+StageForward::StageForward(const ModelConfig& config, const ModelSlice& slice, Backend& backend,
+                           int max_batch, PartialSumReducer* reducer)
+    : config_(config),
+      slice_(slice),
+      backend_(backend),
+      max_batch_(max_batch),
+      reducer_(reducer),
+      n_heads_(config.n_heads),
+      n_kv_heads_(config.n_kv_heads),
+      hidden_dim_(config.hidden_dim),
+      vocab_rows_(config.vocab_size) {
+  if (slice.split) {
+    n_kv_heads_ = slice.split->kv_heads.size();
+    n_heads_ = QueryHeads(config, slice.split->kv_heads).size();
+    hidden_dim_ = slice.split->ffn_columns.size();
+    vocab_rows_ = slice.split->vocab.size();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<StageForward>> StageForward::Create(
+    const ModelFile& model, const ModelSlice& slice, Backend& backend, int max_batch,
+    PartialSumReducer* reducer) {
   if (max_batch < 1) return absl::InvalidArgumentError("max_batch must be at least 1");
-  std::unique_ptr<StageForward> stage(new StageForward(model.config(), slice, backend, max_batch));
+  if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
+  if (slice.split && reducer == nullptr && slice.layers.size() > 0) {
+    return absl::InvalidArgumentError("a tensor-split slice needs a reducer for its partial sums");
+  }
+  std::unique_ptr<StageForward> stage(
+      new StageForward(model.config(), slice, backend, max_batch, reducer));
   auto weights = SliceWeights::Load(model, slice, backend);
   if (!weights.ok()) return weights.status();
   stage->weights_ = *std::move(weights);
@@ -33,7 +57,7 @@ absl::Status StageForward::AllocateActivations() {
       {&q_, b * config_.dim},         {&k_, b * config_.kv_dim()},
       {&v_, b * config_.kv_dim()},    {&att_, b * config_.dim},
       {&gate_, b * config_.hidden_dim}, {&up_, b * config_.hidden_dim},
-      {&logits_, slice_.head ? config_.vocab_size : 0},
+      {&logits_, slice_.head ? vocab_rows_ : 0},
       {&router_, config_.is_moe() ? b * config_.n_experts : 0},
       {&ex_in_, config_.is_moe() ? config_.dim : 0},
       {&ex_out_, config_.is_moe() ? config_.dim : 0},
@@ -45,6 +69,7 @@ absl::Status StageForward::AllocateActivations() {
     if (!buffer.ok()) return buffer.status();
     *r.buffer = *std::move(buffer);
   }
+  if (slice_.split) partial_host_.resize(static_cast<size_t>(b * config_.dim));
   if (config_.is_moe()) {
     router_host_.resize(static_cast<size_t>(b * config_.n_experts));
     ranked_.resize(static_cast<size_t>(config_.n_experts));
@@ -56,11 +81,12 @@ absl::StatusOr<KvCache> StageForward::NewKvCache(int context_length) const {
   if (context_length <= 0 || context_length > config_.context_length) {
     context_length = config_.context_length;
   }
-  return KvCache::Create(backend_, slice_.layers, context_length, config_.kv_dim());
+  return KvCache::Create(backend_, slice_.layers, context_length,
+                         n_kv_heads_ * config_.head_size());
 }
 
 size_t StageForward::OutputSize(int n) const {
-  return slice_.head ? static_cast<size_t>(config_.vocab_size)
+  return slice_.head ? static_cast<size_t>(vocab_rows_)
                      : static_cast<size_t>(n) * static_cast<size_t>(config_.dim);
 }
 
@@ -77,8 +103,9 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
   const ModelConfig& c = config_;
   const int dim = c.dim;
   const float eps = c.rms_norm_eps;
-  const AttentionShape shape{n, pos0, c.n_heads, c.n_kv_heads, c.head_size(),
+  const AttentionShape shape{n, pos0, n_heads_, n_kv_heads_, c.head_size(),
                              cache.context_length()};
+  const int64_t n_dim = static_cast<int64_t>(n) * dim;
   Backend& be = backend_;
 
   if (slice_.embedding) {
@@ -96,26 +123,40 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
     const LayerWeights& w = weights_.layers[l - slice_.layers.begin];
     // Attention: x += wo · attention(rope(wq·norm(x)), rope(wk·norm(x)), wv·norm(x))
     be.RmsNorm(*xb_, *x_, *w.attn_norm, n, eps);
-    be.MatMul(*q_, *w.wq, *xb_, n);
-    be.MatMul(*k_, *w.wk, *xb_, n);
-    be.MatMul(*v_, *w.wv, *xb_, n);
-    be.Rope(*q_, n, c.n_heads, c.head_size(), pos0, c.rope_freq_base);
-    be.Rope(*k_, n, c.n_kv_heads, c.head_size(), pos0, c.rope_freq_base);
-    be.Attention(*att_, *q_, *k_, *v_, cache.keys(l), cache.values(l), shape);
-    be.MatMul(*xb_, *w.wo, *att_, n);
-    be.Add(*x_, *xb_, static_cast<int64_t>(n) * dim);
+    if (n_heads_ > 0) {
+      be.MatMul(*q_, *w.wq, *xb_, n);
+      be.MatMul(*k_, *w.wk, *xb_, n);
+      be.MatMul(*v_, *w.wv, *xb_, n);
+      be.Rope(*q_, n, n_heads_, c.head_size(), pos0, c.rope_freq_base);
+      be.Rope(*k_, n, n_kv_heads_, c.head_size(), pos0, c.rope_freq_base);
+      be.Attention(*att_, *q_, *k_, *v_, cache.keys(l), cache.values(l), shape);
+      be.MatMul(*xb_, *w.wo, *att_, n);
+    } else {
+      be.Zero(*xb_, n_dim);  // a tensor-parallel member without heads adds nothing here
+    }
+    if (slice_.split) {
+      if (absl::Status s = Reduce({l, 0}, n); !s.ok()) return s;
+    }
+    be.Add(*x_, *xb_, n_dim);
     // Feed-forward: x += w_down · (silu(w_gate·norm(x)) * w_up·norm(x))
     be.RmsNorm(*xb_, *x_, *w.ffn_norm, n, eps);
     if (c.is_moe()) {  // the same, per token, summed over its selected experts
       if (absl::Status s = MoeFeedForward(w, n); !s.ok()) return s;
-      be.Add(*x_, *moe_out_, static_cast<int64_t>(n) * dim);
+      be.Add(*x_, *moe_out_, n_dim);
       continue;
     }
-    be.MatMul(*gate_, *w.ffn_gate, *xb_, n);
-    be.MatMul(*up_, *w.ffn_up, *xb_, n);
-    be.SwiGlu(*gate_, *up_, static_cast<int64_t>(n) * c.hidden_dim);
-    be.MatMul(*xb_, *w.ffn_down, *gate_, n);
-    be.Add(*x_, *xb_, static_cast<int64_t>(n) * dim);
+    if (hidden_dim_ > 0) {
+      be.MatMul(*gate_, *w.ffn_gate, *xb_, n);
+      be.MatMul(*up_, *w.ffn_up, *xb_, n);
+      be.SwiGlu(*gate_, *up_, static_cast<int64_t>(n) * hidden_dim_);
+      be.MatMul(*xb_, *w.ffn_down, *gate_, n);
+    } else {
+      be.Zero(*xb_, n_dim);
+    }
+    if (slice_.split) {
+      if (absl::Status s = Reduce({l, 1}, n); !s.ok()) return s;
+    }
+    be.Add(*x_, *xb_, n_dim);
   }
 
   if (slice_.head) {  // logits of the last token only
@@ -125,10 +166,20 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
   }
   if (absl::Status s = be.Synchronize(); !s.ok()) return s;
   if (slice_.head) {
-    be.Read(*logits_, 0, output.first(static_cast<size_t>(c.vocab_size)));
+    be.Read(*logits_, 0, output.first(static_cast<size_t>(vocab_rows_)));
   } else {
-    be.Read(*x_, 0, output.first(static_cast<size_t>(n) * dim));
+    be.Read(*x_, 0, output.first(static_cast<size_t>(n_dim)));
   }
+  return absl::OkStatus();
+}
+
+absl::Status StageForward::Reduce(ReductionPoint point, int n) {
+  // The partial sums go through the host: the group's members are other processes.
+  if (absl::Status s = backend_.Synchronize(); !s.ok()) return s;
+  const std::span<float> partial(partial_host_.data(), static_cast<size_t>(n) * config_.dim);
+  backend_.Read(*xb_, 0, partial);
+  if (absl::Status s = reducer_->AllReduce(point, partial); !s.ok()) return s;
+  backend_.Write(*xb_, 0, partial);
   return absl::OkStatus();
 }
 

@@ -3,6 +3,9 @@
 // Input is token ids (a slice with the embedding) or hidden states from the previous slice;
 // output is the logits of the last token (a slice with the head) or hidden states for the
 // next slice. Any batch of consecutive positions runs in one call (batched prefill).
+//
+// A slice with a tensor split computes only its heads, hidden units and vocabulary rows; after
+// each of the two projections that produce partial sums it calls its PartialSumReducer.
 #ifndef SHARDRUN_ENGINE_STAGE_FORWARD_H_
 #define SHARDRUN_ENGINE_STAGE_FORWARD_H_
 
@@ -14,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
 #include "engine/model_slice.h"
+#include "engine/partial_sum.h"
 #include "engine/slice_weights.h"
 #include "kernels/backend.h"
 #include "model/model_file.h"
@@ -28,10 +32,11 @@ struct StageInput {
 class StageForward {
  public:
   // Loads the slice's weights into `backend` and allocates activations for up to
-  // `max_batch` tokens per call. `model` and `backend` must outlive the result.
-  static absl::StatusOr<std::unique_ptr<StageForward>> Create(const ModelFile& model,
-                                                              const ModelSlice& slice,
-                                                              Backend& backend, int max_batch);
+  // `max_batch` tokens per call. `model`, `backend` and `reducer` must outlive the result;
+  // `reducer` is required for (only used by) a slice with a tensor split.
+  static absl::StatusOr<std::unique_ptr<StageForward>> Create(
+      const ModelFile& model, const ModelSlice& slice, Backend& backend, int max_batch,
+      PartialSumReducer* reducer = nullptr);
 
   // A KV cache for one sequence through this slice, of `context_length` positions (0 = the
   // model's context length).
@@ -39,7 +44,7 @@ class StageForward {
 
   // Runs n tokens at positions pos0 .. pos0+n-1 (n = tokens or hidden rows, 1 <= n <=
   // max_batch; pos0 + n <= cache context). `output` receives vocab_size logits of the last
-  // token (slice.head) or n * dim hidden floats.
+  // token (slice.head; with a split only its vocabulary rows) or n * dim hidden floats.
   absl::Status Forward(KvCache& cache, int pos0, StageInput input, std::span<float> output);
 
   const ModelSlice& slice() const { return slice_; }
@@ -51,9 +56,10 @@ class StageForward {
 
  private:
   StageForward(const ModelConfig& config, const ModelSlice& slice, Backend& backend,
-               int max_batch)
-      : config_(config), slice_(slice), backend_(backend), max_batch_(max_batch) {}
+               int max_batch, PartialSumReducer* reducer);
   absl::Status AllocateActivations();
+  // Replaces the partial sums in xb_ (n tokens) by the group's sums (tensor splits only).
+  absl::Status Reduce(ReductionPoint point, int n);
   // The MoE feed-forward of layer `w` for n tokens: xb_ (normed) in, moe_out_ out.
   absl::Status MoeFeedForward(const LayerWeights& w, int n);
 
@@ -61,6 +67,12 @@ class StageForward {
   ModelSlice slice_;
   Backend& backend_;
   int max_batch_;
+  PartialSumReducer* reducer_;
+  // What this slice computes of each layer: all of it, or its tensor split's share.
+  int n_heads_ = 0;     // query heads
+  int n_kv_heads_ = 0;  // key/value heads
+  int hidden_dim_ = 0;  // feed-forward hidden units
+  int vocab_rows_ = 0;  // logits (head slices)
   SliceWeights weights_;
   // Activations, [max_batch][width] each.
   std::unique_ptr<DeviceBuffer> x_;       // residual stream, dim
@@ -79,6 +91,7 @@ class StageForward {
   std::unique_ptr<DeviceBuffer> moe_out_;  // weighted sum of the experts, [max_batch][dim]
   std::vector<float> router_host_;         // router logits read back for top-k selection
   std::vector<std::pair<float, int>> ranked_;  // (probability, expert), sized once
+  std::vector<float> partial_host_;            // tensor splits: partial sums on the host
 };
 
 }  // namespace shardrun

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <numeric>
+#include <string>
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
@@ -46,6 +47,27 @@ void CopyConfig(const ModelConfig& c, ModelShape& shape) {
   shape.tied_output = c.tied_output;
   shape.layer_bytes.assign(std::max(c.n_layers, 0), 0);
   shape.expert_bytes.assign(std::max(c.n_layers, 0), 0);
+  shape.attention_bytes.assign(std::max(c.n_layers, 0), 0);
+  shape.ffn_bytes.assign(std::max(c.n_layers, 0), 0);
+}
+
+// Widens the split units of `shape` so that no cut splits a block of a `type` matrix whose
+// columns are cut: `what` is "attn_output" (columns = query heads) or "ffn_down".
+void KeepBlocksWhole(ModelShape& shape, std::string_view what, TensorType type) {
+  if (type == TensorType::kQ8Group) {
+    shape.column_splits = false;
+    return;
+  }
+  const int block = BlockElements(type);
+  if (what == "ffn_down") {
+    shape.ffn_column_unit = std::lcm(shape.ffn_column_unit, block);
+    return;
+  }
+  if (shape.n_heads <= 0 || shape.n_kv_heads <= 0) return;
+  // Columns per KV head: its query heads times the head size.
+  const int per_kv_head = shape.dim / shape.n_kv_heads;
+  const int unit = block / std::gcd(block, per_kv_head);
+  shape.kv_head_unit = std::lcm(shape.kv_head_unit, unit);
 }
 
 absl::Status Invalid(const ModelShape& shape, std::string_view problem) {
@@ -80,6 +102,17 @@ ModelShape ShapeOf(const ModelFile& model) {
     const int layer = LayerOfTensor(t.name);
     if (layer >= 0 && layer < shape.n_layers) {
       shape.layer_bytes[layer] += bytes;
+      for (const char* part : {".attn_q.", ".attn_k.", ".attn_v.", ".attn_output."}) {
+        if (t.name.find(part) != std::string::npos) shape.attention_bytes[layer] += bytes;
+      }
+      for (const char* part : {".ffn_gate.", ".ffn_up.", ".ffn_down."}) {
+        if (t.name.find(part) != std::string::npos) shape.ffn_bytes[layer] += bytes;
+      }
+      if (t.name.find(".attn_output.") != std::string::npos) {
+        KeepBlocksWhole(shape, "attn_output", t.type);
+      } else if (t.name.find(".ffn_down.") != std::string::npos) {
+        KeepBlocksWhole(shape, "ffn_down", t.type);
+      }
       // Stacked MoE tensors (ffn_{gate,up,down}_exps) hold every expert of the layer.
       if (shape.n_experts > 0 && t.name.ends_with("_exps.weight")) {
         shape.expert_bytes[layer] += bytes / shape.n_experts;
@@ -114,8 +147,12 @@ ModelShape ShapeOf(const ModelConfig& config, TensorType matrix_type) {
       shape.expert_bytes[layer] = ffn;
     } else {
       shape.layer_bytes[layer] = 2 * norm + attention + ffn;
+      shape.ffn_bytes[layer] = ffn;
     }
+    shape.attention_bytes[layer] = attention;
   }
+  KeepBlocksWhole(shape, "attn_output", matrix_type);
+  KeepBlocksWhole(shape, "ffn_down", matrix_type);
   shape.embedding_bytes = MatrixBytes(matrix_type, dim, config.vocab_size);
   shape.output_norm_bytes = norm;
   shape.output_bytes = shape.embedding_bytes;

@@ -40,6 +40,17 @@ struct ModelShape {
   // embedding needs its own copy of the table.
   int64_t output_bytes = 0;
 
+  // Tensor splits (dense models): the part of each layer cut by heads (attn_q/k/v/output) and
+  // by feed-forward columns (ffn_gate/up/down); the rest (norms) every member holds whole.
+  std::vector<int64_t> attention_bytes;
+  std::vector<int64_t> ffn_bytes;
+  // Cuts must not split a quantization block of the matrices cut by columns (attn_output,
+  // ffn_down): KV heads go in units of `kv_head_unit`, FFN columns in units of
+  // `ffn_column_unit`. False: a matrix type that cannot be cut by columns at all.
+  int kv_head_unit = 1;
+  int ffn_column_unit = 1;
+  bool column_splits = true;
+
   // Weights a worker holds for layers [begin, end).
   int64_t LayerBytes(int begin, int end) const;
   // Weights one token reads in `layer`: all of them for a dense layer; the shared part plus

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "partitioner/layer_planner.h"
+#include "partitioner/tensor_planner.h"
 
 namespace shardrun {
 namespace {
@@ -48,12 +49,13 @@ absl::Status CheckInputs(const ModelShape& shape, std::span<const WorkerBudget> 
 
 absl::StatusOr<ShardPlan> MakePlan(const ModelShape& shape, std::span<const WorkerBudget> workers,
                                    const PlanOptions& options) {
-  if (options.kind == PartitionKind::kTensor || options.kind == PartitionKind::kExpert) {
+  if (options.kind == PartitionKind::kExpert) {
     return absl::UnimplementedError(
         absl::StrCat("--type ", std::string(PartitionKindName(options.kind)),
                      " is not supported yet: use --type layer or --type pipeline"));
   }
   if (absl::Status s = CheckInputs(shape, workers, options); !s.ok()) return s;
+  if (options.kind == PartitionKind::kTensor) return PlanTensor(shape, workers, options);
   return PlanLayers(shape, workers, options);
 }
 

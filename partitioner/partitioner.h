@@ -22,10 +22,13 @@ struct PlanOptions {
   // KV caches each worker keeps: sequences in flight at once (pipeline mode; 1 for a plain
   // layer plan serving one sequence).
   int max_sequences = 1;
+  // kTensor: workers per stage (0 = all of them in one stage), and how they add partial sums.
+  int tensor_parallel = 0;
+  ReductionPath reduction = ReductionPath::kAllToAll;
 };
 
 // Plans `shape` over `workers` (in the order given, which becomes the stage order).
-// kLayer / kPipeline: see layer_planner.h. kTensor / kExpert: UnimplementedError.
+// kLayer / kPipeline: see layer_planner.h; kTensor: tensor_planner.h; kExpert: UnimplementedError.
 // InvalidArgumentError for unusable inputs (no workers, duplicate ids, a non-positive
 // capacity, ...); FailedPreconditionError, with the shortfall per worker, when the model
 // does not fit.

@@ -24,13 +24,17 @@ std::string MemoryUse(int64_t used, int64_t memory) {
                          100.0 * static_cast<double>(used) / static_cast<double>(memory));
 }
 
+// "4..7" (inclusive, as a user counts) or "none".
+std::string RangeLabel(IndexRange r) {
+  return r.size() > 0 ? absl::StrCat(r.begin, "..", r.end - 1) : "none";
+}
+
 std::string AssignmentLabel(const ShardAssignment& a) {
   std::string label = SliceLabel(a.slice);
-  if (a.kv_heads.size() > 0) {
-    absl::StrAppend(&label, " kv heads ", a.kv_heads.begin, "..", a.kv_heads.end - 1);
-  }
-  if (a.ffn_columns.size() > 0) {
-    absl::StrAppend(&label, " ffn ", a.ffn_columns.begin, "..", a.ffn_columns.end - 1);
+  if (const std::optional<TensorSplit>& t = a.slice.split) {
+    absl::StrAppend(&label, " rank ", a.rank, ": kv heads ", RangeLabel(t->kv_heads), ", ffn ",
+                    RangeLabel(t->ffn_columns));
+    if (a.slice.head) absl::StrAppend(&label, ", vocab ", RangeLabel(t->vocab));
   }
   if (!a.experts.empty()) absl::StrAppend(&label, " ", Plural(a.experts.size(), "expert"));
   return label;

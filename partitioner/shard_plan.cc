@@ -14,7 +14,27 @@ constexpr std::array<std::pair<PartitionKind, std::string_view>, 4> kKindNames =
     {PartitionKind::kExpert, "expert"},
 }};
 
+constexpr std::array<std::pair<ReductionPath, std::string_view>, 3> kReductionNames = {{
+    {ReductionPath::kNone, "none"},
+    {ReductionPath::kAllToAll, "all-to-all"},
+    {ReductionPath::kGatherBroadcast, "gather-broadcast"},
+}};
+
 }  // namespace
+
+std::string_view ReductionPathName(ReductionPath path) {
+  for (const auto& [p, name] : kReductionNames) {
+    if (p == path) return name;
+  }
+  return "unknown";
+}
+
+std::optional<ReductionPath> ReductionPathFromName(std::string_view name) {
+  for (const auto& [path, p_name] : kReductionNames) {
+    if (name == p_name) return path;
+  }
+  return std::nullopt;
+}
 
 std::string_view PartitionKindName(PartitionKind kind) {
   for (const auto& [k, name] : kKindNames) {

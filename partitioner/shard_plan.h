@@ -41,13 +41,6 @@ struct WorkerBudget {
   double compute_capacity = 1.0;
 };
 
-// A contiguous range [begin, end) of something countable (KV heads, FFN columns, experts).
-struct IndexRange {
-  int begin = 0;
-  int end = 0;
-  int size() const { return end - begin; }
-};
-
 // One MoE expert of one layer.
 struct ExpertRef {
   int layer = 0;
@@ -58,11 +51,10 @@ struct ExpertRef {
 struct ShardAssignment {
   int worker = 0;  // index into ShardPlan::workers
   int stage = 0;   // index into ShardPlan::stages
-  ModelSlice slice;  // embedding / layer range / head this worker runs
-  // kTensor: the KV heads (with their query heads) and FFN hidden columns of every layer in
-  // `slice.layers` this worker computes. Empty ranges = all (the other kinds).
-  IndexRange kv_heads;
-  IndexRange ffn_columns;
+  // Embedding / layer range / head this worker runs; for kTensor also its `split` (the KV
+  // heads, FFN columns and vocabulary rows it computes of every layer of its stage).
+  ModelSlice slice;
+  int rank = 0;  // kTensor: this worker's place in its stage's group (the order of the sums)
   // kExpert: experts this worker holds (an expert worker has an empty `slice.layers`).
   std::vector<ExpertRef> experts;
   int64_t weight_bytes = 0;
@@ -70,8 +62,17 @@ struct ShardAssignment {
   int64_t activation_bytes = 0;
 };
 
-// How the partial sums of a tensor-parallel stage are combined.
-enum class ReductionPath { kNone, kGatherBroadcast, kRing };
+// How the partial sums of a tensor-parallel stage are combined. Every path adds the members'
+// partials in rank order, so all members hold bit-identical sums.
+// - kAllToAll: each member sends its partial to every other member and adds all of them
+//   itself: one hop per reduction, (g-1) sends per member.
+// - kGatherBroadcast: members send to rank 0, which adds and sends the sum back: two hops,
+//   2(g-1) messages in all, all through one worker.
+// (A ring needs 2(g-1) hops per reduction; with a dim-sized vector the hops, not the bytes,
+// dominate, so it would be the slowest here: see bench/README.md.)
+enum class ReductionPath { kNone, kAllToAll, kGatherBroadcast };
+std::string_view ReductionPathName(ReductionPath path);  // "none", "all-to-all", "gather-broadcast"
+std::optional<ReductionPath> ReductionPathFromName(std::string_view name);
 
 // A group of workers that together run one contiguous layer range.
 struct Stage {

@@ -41,6 +41,8 @@ class StageCostModel {
   // for `max_batch` tokens. `shape` must pass ValidateShape and outlive this object.
   StageCostModel(const ModelShape& shape, int context_length, int max_batch, int max_sequences);
 
+  // A slice with a tensor split holds its share of the attention and FFN matrices, of the KV
+  // cache and of the head.
   StageCost Cost(const ModelSlice& slice) const;
   const ModelShape& shape() const { return shape_; }
   int context_length() const { return context_length_; }
@@ -54,6 +56,8 @@ class StageCostModel {
   int max_sequences_;
   std::vector<int64_t> weight_prefix_;   // [i] = weights of layers 0 .. i-1
   std::vector<int64_t> compute_prefix_;  // [i] = per-token reads of layers 0 .. i-1
+  std::vector<int64_t> attention_prefix_;  // [i] = attention matrices of layers 0 .. i-1
+  std::vector<int64_t> ffn_prefix_;        // [i] = dense FFN matrices of layers 0 .. i-1
 };
 
 }  // namespace shardrun
