@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -608,14 +609,113 @@ TEST(LayerPlanTest, LayerLargerThanEveryWorker) {
   EXPECT_THAT(message, HasSubstr("over by"));
 }
 
-TEST(MakePlanTest, TensorAndExpertAreNotSupportedYet) {
+TEST(MakePlanTest, ExpertIsNotSupportedYet) {
   const ModelShape shape = StoriesShape();
   const auto workers = EqualWorkers(2, kGiB);
-  absl::StatusOr<ShardPlan> tensor = MakePlan(shape, workers, Options(PartitionKind::kTensor));
-  EXPECT_EQ(tensor.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(tensor.status().message(), HasSubstr("--type tensor is not supported yet"));
   absl::StatusOr<ShardPlan> expert = MakePlan(shape, workers, Options(PartitionKind::kExpert));
   EXPECT_THAT(expert.status().message(), HasSubstr("--type expert is not supported yet"));
+}
+
+// --- Tensor plans ---------------------------------------------------------------------------
+
+TEST(TensorPlanTest, OneStageSplitInProportionToCapacity) {
+  ModelConfig c;
+  c.name = "tinyllama";
+  c.dim = 2048;
+  c.hidden_dim = 5632;
+  c.n_layers = 22;
+  c.n_heads = 32;
+  c.n_kv_heads = 4;
+  c.vocab_size = 32000;
+  c.context_length = 2048;
+  const ModelShape shape = ShapeOf(c, TensorType::kQ4_0);
+  const std::vector<WorkerBudget> workers = {Worker("a", kGiB, 2.0), Worker("b", kGiB, 1.0),
+                                             Worker("c", kGiB, 1.0)};
+  const ShardPlan plan = PlanOrDie(shape, workers, Options(PartitionKind::kTensor));
+  ASSERT_EQ(plan.stages.size(), 1u);
+  ASSERT_EQ(plan.assignments.size(), 3u);
+  EXPECT_EQ(plan.reduction, ReductionPath::kAllToAll);
+  int heads = 0, columns = 0, vocab = 0;
+  for (int r = 0; r < 3; ++r) {
+    const ShardAssignment& a = plan.assignments[r];
+    EXPECT_EQ(a.rank, r);
+    EXPECT_TRUE(a.slice.embedding && a.slice.head);
+    ASSERT_TRUE(a.slice.split.has_value());
+    EXPECT_EQ(a.slice.split->kv_heads.begin, heads);
+    EXPECT_EQ(a.slice.split->ffn_columns.begin, columns);
+    EXPECT_EQ(a.slice.split->ffn_columns.begin % 32, 0);
+    heads = a.slice.split->kv_heads.end;
+    columns = a.slice.split->ffn_columns.end;
+    vocab += a.slice.split->vocab.size();
+  }
+  EXPECT_EQ(heads, 4);
+  EXPECT_EQ(columns, 5632);
+  EXPECT_EQ(vocab, 32000);
+  // The fast worker gets half of everything.
+  EXPECT_EQ(plan.assignments[0].slice.split->kv_heads.size(), 2);
+  EXPECT_EQ(plan.assignments[0].slice.split->ffn_columns.size(), 2816);
+  EXPECT_EQ(plan.assignments[0].slice.split->vocab.size(), 16000);
+  // Its weights are about half of the split matrices, plus the whole embedding.
+  EXPECT_GT(plan.assignments[0].weight_bytes, plan.assignments[1].weight_bytes);
+  EXPECT_LT(plan.assignments[0].weight_bytes, shape.TotalWeightBytes());
+  EXPECT_THAT(FormatPlan(plan), HasSubstr("all-to-all"));
+}
+
+TEST(TensorPlanTest, StagesOfTpWorkers) {
+  const ModelShape shape = StoriesShape();
+  PlanOptions options = Options(PartitionKind::kTensor);
+  options.tensor_parallel = 2;
+  const ShardPlan plan = PlanOrDie(shape, EqualWorkers(4, kGiB), options);
+  ASSERT_EQ(plan.stages.size(), 2u);
+  EXPECT_EQ(plan.stages[0].layers.begin, 0);
+  EXPECT_EQ(plan.stages[0].layers.end, plan.stages[1].layers.begin);
+  EXPECT_EQ(plan.stages[1].layers.end, 5);
+  for (const ShardAssignment& a : plan.assignments) {
+    EXPECT_EQ(a.slice.embedding, a.stage == 0);
+    EXPECT_EQ(a.slice.head, a.stage == 1);
+    EXPECT_EQ(a.rank, a.worker % 2);
+  }
+  options.tensor_parallel = 3;
+  absl::StatusOr<ShardPlan> bad = MakePlan(shape, EqualWorkers(4, kGiB), options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("does not divide 4 workers"));
+  options.tensor_parallel = 1;  // six stages of one worker but five layers
+  EXPECT_THAT(MakePlan(shape, EqualWorkers(6, kGiB), options).status().message(),
+              HasSubstr("only 5 layers"));
+}
+
+TEST(TensorPlanTest, QuantizationBlocksStayWhole) {
+  ModelConfig c = StoriesConfig();
+  c.hidden_dim = 192;  // 6 blocks of 32
+  // A KV head is 16 columns of attn_output: two of them make one Q8_0 block.
+  const ModelShape shape = ShapeOf(c, TensorType::kQ8_0);
+  EXPECT_EQ(shape.kv_head_unit, 2);
+  EXPECT_EQ(shape.ffn_column_unit, 32);
+  const ShardPlan plan = PlanOrDie(shape, EqualWorkers(3, kGiB), Options(PartitionKind::kTensor));
+  for (const ShardAssignment& a : plan.assignments) {
+    EXPECT_EQ(a.slice.split->kv_heads.size() % 2, 0);
+    EXPECT_EQ(a.slice.split->ffn_columns.size(), 64);
+  }
+  // Two units of heads over three workers: one gets none, and the plan says so.
+  EXPECT_THAT(absl::StrJoin(plan.notes, "\n"), HasSubstr("gets no attention heads"));
+}
+
+TEST(TensorPlanTest, ShortfallNamesEachWorker) {
+  const ModelShape shape = TinyLlamaShape();
+  absl::StatusOr<ShardPlan> plan =
+      MakePlan(shape, EqualWorkers(2, 256 * kMiB), Options(PartitionKind::kTensor));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(plan.status().message(),
+              AllOf(HasSubstr("w0 needs"), HasSubstr("w1 needs"), HasSubstr("short by")));
+}
+
+TEST(TensorPlanTest, RefusesMoeModels) {
+  ModelConfig c = StoriesConfig();
+  c.n_experts = 4;
+  c.n_experts_used = 2;
+  absl::StatusOr<ShardPlan> plan = MakePlan(ShapeOf(c, TensorType::kF32), EqualWorkers(2, kGiB),
+                                            Options(PartitionKind::kTensor));
+  EXPECT_THAT(plan.status().message(), HasSubstr("use --type expert"));
 }
 
 TEST(MakePlanTest, RejectsBadInputs) {
