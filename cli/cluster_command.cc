@@ -42,6 +42,8 @@ struct ClusterFlags {
   std::string act_type = "f32";
   int no_local_model_workers = 0;  // the first K local workers get their weights streamed
   std::string worker_cache_dir;    // their --cache-dir
+  int tp = 0;                      // --type tensor: workers per stage (0 = all)
+  std::string reduction = "all-to-all";
   GenerationFlags generation;
 };
 
@@ -89,6 +91,15 @@ void PrintStageTimes(const Coordinator& c) {
                  static_cast<long long>(t.steps), t.compute_us / 1000.0,
                  t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0,
                  Percentiles(t.hop_us).c_str());
+    if (plan.stages[s].assignments.size() > 1 && t.steps > 0) {
+      std::fprintf(stderr,
+                   "  tensor-parallel group of %zu (%s): %.1f us/step adding partial sums, %.0f "
+                   "bytes/step sent by rank 0\n",
+                   plan.stages[s].assignments.size(),
+                   std::string(ReductionPathName(plan.reduction)).c_str(),
+                   static_cast<double>(t.sync_us) / t.steps,
+                   static_cast<double>(t.sync_bytes) / t.steps);
+    }
   }
   std::fprintf(stderr, "hop back to the coordinator: %s\n",
                Percentiles(c.return_hop_us()).c_str());
@@ -176,6 +187,16 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     return absl::InvalidArgumentError("--parallel needs --type pipeline");
   }
   options.max_sequences = flags.parallel;
+  if (flags.tp != 0 && *kind != PartitionKind::kTensor) {
+    return absl::InvalidArgumentError("--tp needs --type tensor");
+  }
+  options.tensor_parallel = flags.tp;
+  auto reduction = ReductionPathFromName(flags.reduction);
+  if (!reduction.has_value() || *reduction == ReductionPath::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--reduction ", flags.reduction, ": expected all-to-all or gather-broadcast"));
+  }
+  options.reduction = *reduction;
   if (flags.act_type == "f32") {
     options.activation_type = wire::ACTIVATION_F32;
   } else if (flags.act_type == "f16") {
@@ -262,6 +283,13 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "Encoding of hidden states between stages: f32 (exact), f16, q8_0");
   cmd->add_option("--parallel", flags->parallel,
                   "Sequences in flight at once (--type pipeline)")->check(CLI::Range(1, 256));
+  cmd->add_option("--tp", flags->tp,
+                  "--type tensor: workers per stage; must divide --shards (default: all in one "
+                  "stage)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--reduction", flags->reduction,
+                  "--type tensor: how a stage adds partial sums: all-to-all (one hop) or "
+                  "gather-broadcast (through rank 0, two hops)");
   cmd->add_option("--register-timeout", flags->register_timeout_s,
                   "Seconds to wait for the workers to register");
   if (local) {

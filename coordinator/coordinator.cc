@@ -100,6 +100,7 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   info.budget.backend = BackendKind::kCpu;
   info.budget.compute_capacity = hello.budget().threads();
   info.data_endpoint = hello.data_endpoint();
+  info.reduce_endpoint = hello.reduce_endpoint();
   info.simd_level = hello.capabilities().simd_level();
   info.pid = hello.capabilities().pid();
   info.has_model_file = hello.capabilities().has_model_file();
@@ -143,31 +144,15 @@ void Coordinator::Pump(absl::Duration timeout) {
       case wire::Envelope::kLogits: {
         const wire::Logits& l = env.logits();
         auto it = pending_.find(l.sequence_id());
-        if (it == pending_.end() || l.step() != it->second.step || control_.tensors().size() != 1 ||
-            control_.tensors()[0].size() != it->second.logits.size_bytes()) {
+        if (it == pending_.end() || l.step() != it->second.step) {
           control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
                                                l.step(), " that nobody waits for"));
           break;
         }
-        std::memcpy(it->second.logits.data(), control_.tensors()[0].data(),
-                    it->second.logits.size_bytes());
-        for (const wire::StageTiming& t : l.timings()) {
-          if (t.stage() >= 0 && t.stage() < static_cast<int>(stage_times_.size())) {
-            stage_times_[t.stage()].steps++;
-            stage_times_[t.stage()].compute_us += t.compute_us();
-            stage_times_[t.stage()].hop_us.push_back(t.wait_us());
-          }
+        if (AcceptLogits(it->second, l, control_.tensors()[0])) {
+          pending_.erase(it);
+          completed_.push_back(l.sequence_id());
         }
-        if (it->second.n_tokens == 1) {
-          decode_split_.steps++;
-          decode_split_.wall_us += absl::ToInt64Microseconds(absl::Now() - it->second.submitted);
-          for (const wire::StageTiming& t : l.timings()) decode_split_.compute_us += t.compute_us();
-        }
-        if (l.sent_at_us() > 0) {
-          return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
-        }
-        pending_.erase(it);
-        completed_.push_back(l.sequence_id());
         break;
       }
       case wire::Envelope::kFetchWeights: {
@@ -206,8 +191,59 @@ void Coordinator::SendHeartbeats() {
   for (const auto& [id, info] : workers_) Send(id, out_);
 }
 
+bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
+                               std::span<const uint8_t> frame) {
+  // Which member of the last stage sent this part: the one whose rows start at vocab_begin.
+  const auto part = std::find(logits_parts_.begin(), logits_parts_.end(), l.vocab_begin());
+  const size_t index = static_cast<size_t>(part - logits_parts_.begin());
+  const size_t offset = static_cast<size_t>(l.vocab_begin()) * sizeof(float);
+  if (part == logits_parts_.end() || (pending.parts_received >> index & 1) != 0 ||
+      offset + frame.size() > pending.logits.size_bytes()) {
+    control_.DropUnexpected(absl::StrCat("logits part at row ", l.vocab_begin(), " of ",
+                                         frame.size(), " bytes for sequence ", l.sequence_id(),
+                                         " that does not fit or came twice"));
+    return false;
+  }
+  std::memcpy(reinterpret_cast<uint8_t*>(pending.logits.data()) + offset, frame.data(),
+              frame.size());
+  pending.parts_received |= uint64_t{1} << index;
+  // Timings follow the path through rank 0 of every stage (the part with the first rows).
+  if (index == 0) {
+    for (const wire::StageTiming& t : l.timings()) {
+      if (t.stage() < 0 || t.stage() >= static_cast<int>(stage_times_.size())) continue;
+      StageTimes& st = stage_times_[t.stage()];
+      st.steps++;
+      st.compute_us += t.compute_us();
+      st.sync_us += t.sync_us();
+      st.sync_bytes += t.sync_bytes();
+      st.hop_us.push_back(t.wait_us());
+    }
+    if (pending.n_tokens == 1) {
+      decode_split_.steps++;
+      decode_split_.wall_us += absl::ToInt64Microseconds(absl::Now() - pending.submitted);
+      for (const wire::StageTiming& t : l.timings()) decode_split_.compute_us += t.compute_us();
+    }
+    if (l.sent_at_us() > 0) {
+      return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
+    }
+  }
+  const uint64_t all = logits_parts_.size() == 64 ? ~uint64_t{0}
+                                                  : (uint64_t{1} << logits_parts_.size()) - 1;
+  if (pending.parts_received != all) return false;
+  // Every part arrived: together they must be the whole vocabulary.
+  return true;
+}
+
+std::vector<std::string> Coordinator::PlanWorkerIds() const {
+  std::vector<std::string> ids;
+  for (const std::vector<std::string>& members : stage_members_) {
+    ids.insert(ids.end(), members.begin(), members.end());
+  }
+  return ids;
+}
+
 absl::Status Coordinator::CheckWorkersAlive() const {
-  for (const std::string& id : stage_workers_) {
+  for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
     if (it == workers_.end()) return absl::UnavailableError(absl::StrCat("worker ", id, " left"));
     const absl::Duration silent = absl::Now() - it->second.last_heard;
@@ -263,6 +299,8 @@ absl::StatusOr<ShardPlan> Coordinator::Plan() const {
   plan_options.context_length = context_length();
   plan_options.max_batch = options_.max_batch;
   plan_options.max_sequences = options_.max_sequences;
+  plan_options.tensor_parallel = options_.tensor_parallel;
+  plan_options.reduction = options_.reduction;
   return MakePlan(ShapeOf(model_), budgets, plan_options);
 }
 
@@ -271,41 +309,73 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   ++plan_id_;
   loads_.clear();
   offered_.clear();
-  stage_workers_.clear();
+  stage_members_.clear();
+  logits_parts_.clear();
   stage_times_.assign(plan.stages.size(), StageTimes{});
   for (const Stage& stage : plan.stages) {
-    if (stage.assignments.size() != 1) {
-      return absl::UnimplementedError("only one worker per stage is supported yet");
+    std::vector<std::string>& members = stage_members_.emplace_back();
+    for (int a : stage.assignments) {
+      members.push_back(plan.workers[plan.assignments[a].worker].worker_id);
     }
-    stage_workers_.push_back(plan.workers[plan.assignments[stage.assignments[0]].worker].worker_id);
+    if (members.empty() || members.size() > 64) {
+      return absl::InvalidArgumentError("a stage needs 1 to 64 workers");
+    }
+  }
+  for (int a : plan.stages.back().assignments) {
+    const std::optional<TensorSplit>& split = plan.assignments[a].slice.split;
+    logits_parts_.push_back(split ? split->vocab.begin : 0);
   }
   for (size_t s = 0; s < plan.stages.size(); ++s) {
-    const ShardAssignment& a = plan.assignments[plan.stages[s].assignments[0]];
-    const std::string& id = stage_workers_[s];
-    wire::Assign* assign = Start(out_).mutable_assign();
-    assign->set_plan_id(plan_id_);
-    assign->set_stage(static_cast<int32_t>(s));
-    assign->mutable_slice()->set_embedding(a.slice.embedding);
-    assign->mutable_slice()->set_layer_begin(a.slice.layers.begin);
-    assign->mutable_slice()->set_layer_end(a.slice.layers.end);
-    assign->mutable_slice()->set_head(a.slice.head);
-    assign->set_context_length(plan.context_length);
-    assign->set_max_batch(options_.max_batch);
-    assign->set_max_sequences(options_.max_sequences);
-    assign->set_model_hash(model_hash_.data(), model_hash_.size());
-    assign->set_activation_type(options_.activation_type);
-    if (s + 1 < plan.stages.size()) {
-      assign->set_next_endpoint(workers_.at(stage_workers_[s + 1]).data_endpoint);
+    const std::vector<std::string>& members = stage_members_[s];
+    for (size_t rank = 0; rank < members.size(); ++rank) {
+      const ShardAssignment& a = plan.assignments[plan.stages[s].assignments[rank]];
+      const std::string& id = members[rank];
+      wire::Assign* assign = Start(out_).mutable_assign();
+      assign->set_plan_id(plan_id_);
+      assign->set_stage(static_cast<int32_t>(s));
+      assign->mutable_slice()->set_embedding(a.slice.embedding);
+      assign->mutable_slice()->set_layer_begin(a.slice.layers.begin);
+      assign->mutable_slice()->set_layer_end(a.slice.layers.end);
+      assign->mutable_slice()->set_head(a.slice.head);
+      assign->set_context_length(plan.context_length);
+      assign->set_max_batch(options_.max_batch);
+      assign->set_max_sequences(options_.max_sequences);
+      assign->set_model_hash(model_hash_.data(), model_hash_.size());
+      assign->set_activation_type(options_.activation_type);
+      if (const std::optional<TensorSplit>& t = a.slice.split) {
+        assign->set_tensor_split(true);
+        assign->mutable_kv_heads()->set_begin(t->kv_heads.begin);
+        assign->mutable_kv_heads()->set_end(t->kv_heads.end);
+        assign->mutable_ffn_columns()->set_begin(t->ffn_columns.begin);
+        assign->mutable_ffn_columns()->set_end(t->ffn_columns.end);
+        assign->mutable_vocab()->set_begin(t->vocab.begin);
+        assign->mutable_vocab()->set_end(t->vocab.end);
+        assign->set_rank(static_cast<int32_t>(rank));
+        for (const std::string& member : members) {
+          assign->add_group_endpoints(workers_.at(member).reduce_endpoint);
+        }
+        assign->set_reduction(plan.reduction == ReductionPath::kGatherBroadcast
+                                  ? wire::REDUCTION_GATHER_BROADCAST
+                                  : wire::REDUCTION_ALL_TO_ALL);
+      }
+      // Member j of the next stage hears from member j mod (this stage's size): every member
+      // of the next stage gets the hidden state once, and the sending is shared out.
+      if (s + 1 < plan.stages.size()) {
+        const std::vector<std::string>& next = stage_members_[s + 1];
+        for (size_t j = rank; j < next.size(); j += members.size()) {
+          assign->add_next_endpoints(workers_.at(next[j]).data_endpoint);
+        }
+      }
+      if (!workers_.at(id).has_model_file) {
+        // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
+        std::vector<wire::FileRange> ranges = streamer_.RangesFor(a.slice);
+        assign->set_model_file_size(static_cast<int64_t>(model_.file_size()));
+        assign->mutable_ranges()->Add(ranges.begin(), ranges.end());
+        offered_[id] = std::move(ranges);
+      }
+      loads_[id] = wire::LoadProgress();
+      Send(id, out_);
     }
-    if (!workers_.at(id).has_model_file) {
-      // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
-      std::vector<wire::FileRange> ranges = streamer_.RangesFor(a.slice);
-      assign->set_model_file_size(static_cast<int64_t>(model_.file_size()));
-      assign->mutable_ranges()->Add(ranges.begin(), ranges.end());
-      offered_[id] = std::move(ranges);
-    }
-    loads_[id] = wire::LoadProgress();
-    Send(id, out_);
   }
   // Wait for every shard, showing progress per worker.
   const absl::Time deadline = absl::Now() + options_.load_timeout;
@@ -340,7 +410,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
 
 absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
                                  std::span<float> logits) {
-  if (stage_workers_.empty()) return absl::FailedPreconditionError("no plan deployed");
+  if (stage_members_.empty()) return absl::FailedPreconditionError("no plan deployed");
   if (pending_.contains(sequence_id)) {
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", sequence_id, " already has a step in flight"));
@@ -353,8 +423,8 @@ absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const
   a->mutable_tokens()->Add(tokens.begin(), tokens.end());
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
   pending_[sequence_id] =
-      PendingStep{next_step_++, logits, static_cast<int>(tokens.size()), absl::Now()};
-  Send(stage_workers_[0], out_);
+      PendingStep{next_step_++, logits, static_cast<int>(tokens.size()), absl::Now(), 0};
+  for (const std::string& id : stage_members_[0]) Send(id, out_);
   return absl::OkStatus();
 }
 
@@ -390,7 +460,7 @@ absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<cons
 
 void Coordinator::EndSequence(uint64_t sequence_id) {
   Start(out_).mutable_end_sequence()->set_sequence_id(sequence_id);
-  for (const std::string& id : stage_workers_) Send(id, out_);
+  for (const std::string& id : PlanWorkerIds()) Send(id, out_);
 }
 
 void Coordinator::Shutdown(const std::string& reason) {

@@ -41,12 +41,15 @@ struct CoordinatorOptions {
   int max_batch = 64;
   int max_sequences = 1;
   wire::ActivationType activation_type = wire::ACTIVATION_F32;
+  int tensor_parallel = 0;  // kTensor: workers per stage (0 = all)
+  ReductionPath reduction = ReductionPath::kAllToAll;
 };
 
 // A registered worker.
 struct WorkerInfo {
   WorkerBudget budget;
   std::string data_endpoint;
+  std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
   std::string simd_level;
   int pid = 0;
   bool has_model_file = false;
@@ -58,6 +61,8 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
+  int64_t sync_us = 0;     // tensor parallelism: part of compute_us spent adding partial sums
+  int64_t sync_bytes = 0;  // partial-sum bytes one member sent
   std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
 };
 
@@ -129,7 +134,10 @@ class Coordinator {
   std::map<std::string, WorkerInfo> workers_;
   ShardPlan plan_;
   uint64_t plan_id_ = 0;
-  std::vector<std::string> stage_workers_;  // worker id of each stage (layer plans)
+  // Worker ids of each stage's members, in rank order (one per stage but for tensor plans).
+  std::vector<std::vector<std::string>> stage_members_;
+  // The first logits row each member of the last stage computes, in rank order.
+  std::vector<int> logits_parts_;
   // Per-worker load state during Deploy.
   std::map<std::string, wire::LoadProgress> loads_;
   // Workers without the model file: the ranges their Assign offered, and their streams.
@@ -142,7 +150,12 @@ class Coordinator {
     std::span<float> logits;
     int n_tokens = 0;
     absl::Time submitted;
+    uint64_t parts_received = 0;  // bit i: the part of logits_parts_[i] arrived
   };
+  // Files one part of a step's logits; true when the step is complete.
+  bool AcceptLogits(PendingStep& pending, const wire::Logits& logits,
+                    std::span<const uint8_t> frame);
+  std::vector<std::string> PlanWorkerIds() const;
   std::map<uint64_t, PendingStep> pending_;
   std::deque<uint64_t> completed_;
   std::string worker_error_;

@@ -55,6 +55,8 @@ const char* BodyName(wire::Envelope::BodyCase body) {
       return "error";
     case wire::Envelope::kFetchWeights:
       return "fetch weights";
+    case wire::Envelope::kPartialSum:
+      return "partial sum";
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
@@ -76,6 +78,8 @@ size_t ExpectedRawFrames(const wire::Envelope& envelope) {
     case wire::Envelope::kLogits:
       return 1;
     case wire::Envelope::kWeightChunk:
+      return 1;
+    case wire::Envelope::kPartialSum:
       return 1;
     default:
       return 0;
@@ -308,6 +312,11 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
   if (body == wire::Envelope::kLogits && !envelope.logits().has_logits()) {
     return Malformed("logits: no logits tensor frame");
   }
+  if (body == wire::Envelope::kPartialSum &&
+      envelope.partial_sum().values().type() != wire::ACTIVATION_F32) {
+    // Partial sums are added exactly as computed: rounding them would change the results.
+    return Malformed("partial sum: values must be f32");
+  }
 
   const size_t expected = ExpectedRawFrames(envelope);
   if (frames.size() - 1 != expected) {
@@ -328,6 +337,9 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
       return CheckLogits(envelope.logits(), out->tensors, limits);
     case wire::Envelope::kWeightChunk:
       return CheckWeightChunk(envelope.weight_chunk(), out->tensors[0]);
+    case wire::Envelope::kPartialSum:
+      return CheckTensorFrame("partial sum: values", envelope.partial_sum().values(),
+                              out->tensors[0], limits);
     default:
       break;
   }

@@ -161,7 +161,7 @@ TEST(MessageCodecTest, PlanMessagesRoundTrip) {
   a->set_context_length(2048);
   a->set_max_batch(64);
   a->set_max_sequences(4);
-  a->set_next_endpoint("tcp://10.0.0.2:5602");
+  a->add_next_endpoints("tcp://10.0.0.2:5602");
   a->set_activation_type(wire::ACTIVATION_Q8_0);
   ExpectRoundTrip(assign, {});
 

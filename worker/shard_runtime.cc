@@ -47,12 +47,22 @@ std::vector<const TensorView*> SliceTensors(const ModelFile& model, const ModelS
   return tensors;
 }
 
+ModelSlice SliceOf(const wire::Assign& assign) {
+  ModelSlice slice{assign.slice().embedding(),
+                   {assign.slice().layer_begin(), assign.slice().layer_end()},
+                   assign.slice().head()};
+  if (assign.tensor_split()) {
+    auto range = [](const wire::Range& r) { return IndexRange{r.begin(), r.end()}; };
+    slice.split = TensorSplit{range(assign.kv_heads()), range(assign.ffn_columns()),
+                              range(assign.vocab())};
+  }
+  return slice;
+}
+
 absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
-    const ModelFile& model, const wire::Assign& assign, int threads,
+    const ModelFile& model, const wire::Assign& assign, int threads, PartialSumReducer* reducer,
     const std::function<void(int64_t, int64_t)>& progress) {
-  const ModelSlice slice{assign.slice().embedding(),
-                         {assign.slice().layer_begin(), assign.slice().layer_end()},
-                         assign.slice().head()};
+  const ModelSlice slice = SliceOf(assign);
   if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
   if (assign.max_batch() < 1 || assign.max_batch() > 4096) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch ", assign.max_batch()));
@@ -67,7 +77,8 @@ absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
   auto backend = CpuBackend::Create(threads);
   if (!backend.ok()) return backend.status();
   runtime->backend_ = *std::move(backend);
-  auto stage = StageForward::Create(model, slice, *runtime->backend_, assign.max_batch());
+  auto stage =
+      StageForward::Create(model, slice, *runtime->backend_, assign.max_batch(), reducer);
   if (!stage.ok()) return stage.status();
   runtime->stage_ = *std::move(stage);
   runtime->output_.resize(runtime->stage_->OutputSize(assign.max_batch()));

@@ -23,12 +23,17 @@ namespace shardrun {
 // the coordinator streams to a worker without the model file.
 std::vector<const TensorView*> SliceTensors(const ModelFile& model, const ModelSlice& slice);
 
+// The part of the model `assign` gives a worker.
+ModelSlice SliceOf(const wire::Assign& assign);
+
 class ShardRuntime {
  public:
   // Loads the slice `assign` describes from `model` (which must stay open) into a new CPU
-  // backend of `threads` threads. `progress(done, total)` reports bytes paged in.
+  // backend of `threads` threads. A tensor-split slice adds its partial sums through
+  // `reducer`, which must outlive the result. `progress(done, total)` reports bytes paged in.
   static absl::StatusOr<std::unique_ptr<ShardRuntime>> Load(
       const ModelFile& model, const wire::Assign& assign, int threads,
+      PartialSumReducer* reducer,
       const std::function<void(int64_t done, int64_t total)>& progress);
 
   // Runs one activation through the slice. Input: token ids (a first stage) or the hidden

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "proto/channel.h"
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
+#include "worker/partial_sum_exchange.h"
 #include "worker/shard_runtime.h"
 #include "worker/weight_cache.h"
 #include "worker/weight_receiver.h"
@@ -43,8 +45,7 @@ class WorkerLoop {
       : options_(options),
         stop_(stop),
         control_(context_, zmq::socket_type::dealer, "worker " + options.id + " control"),
-        data_in_(context_, zmq::socket_type::pull, "worker " + options.id + " data"),
-        data_out_(context_, zmq::socket_type::push, "worker " + options.id + " next") {}
+        data_in_(context_, zmq::socket_type::pull, "worker " + options.id + " data") {}
 
   absl::Status Run();
 
@@ -71,7 +72,8 @@ class WorkerLoop {
   zmq::context_t context_;
   Channel control_;
   Channel data_in_;
-  Channel data_out_;
+  std::vector<std::unique_ptr<Channel>> next_;  // the next stage's members this worker feeds
+  std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
   std::string data_endpoint_;
   std::unique_ptr<ModelFile> model_;
   Sha256 model_hash_{};
@@ -114,6 +116,11 @@ absl::Status WorkerLoop::Setup() {
     }
     data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
+    auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id,
+                                             loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0",
+                                             loopback ? "" : host);
+    if (!reduce.ok()) return reduce.status();
+    reduce_ = *std::move(reduce);
     control_.socket().set(zmq::sockopt::routing_id, options_.id);
     control_.socket().connect(options_.connect);
   } catch (const zmq::error_t& e) {
@@ -139,6 +146,7 @@ void WorkerLoop::SendHello() {
   caps->set_has_model_file(!options_.model_path.empty());
   if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
+  hello->set_reduce_endpoint(reduce_->endpoint());
   SendToCoordinator(out_);
 }
 
@@ -243,16 +251,24 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     p->set_bytes_total(total);
     SendToCoordinator(out_);
   };
-  auto shard = ShardRuntime::Load(*model_, assign, options_.threads, report);
+  // A peer that stays silent this long mid-reduction fails the step.
+  if (absl::Status s = reduce_->Configure(assign, model_->config().dim, coordinator_timeout_);
+      !s.ok()) {
+    return s;
+  }
+  auto shard = ShardRuntime::Load(*model_, assign, options_.threads, reduce_.get(), report);
   if (!shard.ok()) return shard.status();
   shard_ = *std::move(shard);
-  if (!assign.next_endpoint().empty()) {
+  next_.clear();
+  for (const std::string& endpoint : assign.next_endpoints()) {
+    auto channel = std::make_unique<Channel>(context_, zmq::socket_type::push,
+                                             "worker " + options_.id + " -> " + endpoint);
     try {
-      data_out_.socket().connect(assign.next_endpoint());
+      channel->socket().connect(endpoint);
     } catch (const zmq::error_t& e) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot connect to ", assign.next_endpoint(), ": ", e.what()));
+      return absl::UnavailableError(absl::StrCat("cannot connect to ", endpoint, ": ", e.what()));
     }
+    next_.push_back(std::move(channel));
   }
   out_.Clear();
   out_.set_protocol_version(wire::PROTOCOL_VERSION);
@@ -326,11 +342,24 @@ void WorkerLoop::HandleActivation(Channel& in) {
   const std::span<const uint8_t> frame =
       in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
   const int64_t t0 = NowMicros();
+  reduce_->BeginStep(a.sequence_id(), a.step());
   if (absl::Status s = shard_->Step(a, frame); !s.ok()) {
     SendError(std::string(s.message()), a.sequence_id());
     return;
   }
   const int64_t compute_us = NowMicros() - t0;
+  const ReductionStats sync = reduce_->TakeStats();
+  const wire::Assign& assign = shard_->assign();
+  auto add_timing = [&](google::protobuf::RepeatedPtrField<wire::StageTiming>* timings) {
+    *timings = a.timings();
+    wire::StageTiming* t = timings->Add();
+    t->set_stage(assign.stage());
+    t->set_compute_us(compute_us);
+    t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
+    t->set_sync_us(sync.wait_us);
+    t->set_sync_bytes(sync.bytes_sent);
+    t->set_rank(assign.rank());
+  };
   recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
 
   out_.Clear();
@@ -342,11 +371,8 @@ void WorkerLoop::HandleActivation(Channel& in) {
     logits->set_step(a.step());
     SetTensorFrame(wire::ACTIVATION_F32, 1, static_cast<int64_t>(result.size()),
                    logits->mutable_logits());
-    *logits->mutable_timings() = a.timings();
-    wire::StageTiming* t = logits->add_timings();
-    t->set_stage(shard_->assign().stage());
-    t->set_compute_us(compute_us);
-    t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
+    add_timing(logits->mutable_timings());
+    logits->set_vocab_begin(assign.tensor_split() ? assign.vocab().begin() : 0);
     logits->set_sent_at_us(NowMicros());
     const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
                                          result.size_bytes());
@@ -360,19 +386,18 @@ void WorkerLoop::HandleActivation(Channel& in) {
   next->set_n_tokens(a.n_tokens());
   next->set_from_stage(shard_->assign().stage());
   next->set_sent_at_us(NowMicros());
-  *next->mutable_timings() = a.timings();
-  wire::StageTiming* t = next->add_timings();
-  t->set_stage(shard_->assign().stage());
-  t->set_compute_us(compute_us);
-  t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
+  add_timing(next->mutable_timings());
   const wire::ActivationType type = shard_->assign().activation_type();
   SetTensorFrame(type, a.n_tokens(), shard_->dim(), next->mutable_hidden());
   encoded_.resize(EncodedActivationBytes(type, static_cast<size_t>(a.n_tokens()),
                                          static_cast<size_t>(shard_->dim())));
   EncodeActivations(type, result, encoded_.data());
   const std::span<const uint8_t> bytes(encoded_);
-  if (absl::Status s = data_out_.Send(out_, {&bytes, 1}); !s.ok()) {
-    SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
+  for (const std::unique_ptr<Channel>& next_member : next_) {
+    if (absl::Status s = next_member->Send(out_, {&bytes, 1}); !s.ok()) {
+      SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
+      return;
+    }
   }
 }
 
