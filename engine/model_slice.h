@@ -51,6 +51,9 @@ struct ModelSlice {
   LayerRange layers;
   bool head = true;  // logits out (else hidden states out)
   std::optional<TensorSplit> split;  // none: whole layers and the whole head
+  // MoE models: false when the layers' experts are held elsewhere (--type expert) and an
+  // ExpertDispatcher runs them; the slice keeps attention, norms and routers.
+  bool experts = true;
 
   static ModelSlice Whole(const ModelConfig& config) { return {true, {0, config.n_layers}, true}; }
   std::string ToString() const {
@@ -63,6 +66,7 @@ struct ModelSlice {
       if (head) absl::StrAppendFormat(&s, ", vocab %d..%d", split->vocab.begin, split->vocab.end);
       s += ")";
     }
+    if (!experts) s += " (experts elsewhere)";
     return s;
   }
 };

@@ -123,6 +123,7 @@ absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const Mo
       continue;
     }
     ASSIGN_WEIGHT(lw.router, loader.Load(LayerTensorName(l, "ffn_gate_inp")));
+    if (!slice.experts) continue;  // an ExpertDispatcher runs them
     for (int e = 0; e < c.n_experts; ++e) {
       ExpertWeights& ew = lw.experts.emplace_back();
       ASSIGN_WEIGHT(ew.gate, loader.LoadExpert(LayerTensorName(l, "ffn_gate_exps"), e));

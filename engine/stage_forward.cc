@@ -71,8 +71,15 @@ absl::Status StageForward::AllocateActivations() {
   }
   if (slice_.split) partial_host_.resize(static_cast<size_t>(b * config_.dim));
   if (config_.is_moe()) {
+    const size_t calls = static_cast<size_t>(b * config_.n_experts_used);
     router_host_.resize(static_cast<size_t>(b * config_.n_experts));
     ranked_.resize(static_cast<size_t>(config_.n_experts));
+    expert_calls_.resize(calls);
+    expert_weights_.resize(calls);
+    if (!slice_.experts) {
+      expert_in_host_.resize(static_cast<size_t>(b * config_.dim));
+      expert_out_host_.resize(calls * config_.dim);
+    }
   }
   return absl::OkStatus();
 }
@@ -141,7 +148,7 @@ absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
     // Feed-forward: x += w_down · (silu(w_gate·norm(x)) * w_up·norm(x))
     be.RmsNorm(*xb_, *x_, *w.ffn_norm, n, eps);
     if (c.is_moe()) {  // the same, per token, summed over its selected experts
-      if (absl::Status s = MoeFeedForward(w, n); !s.ok()) return s;
+      if (absl::Status s = MoeFeedForward(l, w, n); !s.ok()) return s;
       be.Add(*x_, *moe_out_, n_dim);
       continue;
     }
@@ -185,7 +192,7 @@ absl::Status StageForward::Reduce(ReductionPoint point, int n) {
 
 // llama.cpp's routing for the llama architecture: softmax over all router logits, the
 // n_experts_used most probable experts, their probabilities renormalised to sum to one.
-absl::Status StageForward::MoeFeedForward(const LayerWeights& w, int n) {
+absl::Status StageForward::MoeFeedForward(int layer, const LayerWeights& w, int n) {
   Backend& be = backend_;
   const int dim = config_.dim;
   const int n_experts = config_.n_experts;
@@ -194,7 +201,6 @@ absl::Status StageForward::MoeFeedForward(const LayerWeights& w, int n) {
   // The choice of experts happens on the host, so the router logits come back here.
   if (absl::Status s = be.Synchronize(); !s.ok()) return s;
   be.Read(*router_, 0, std::span<float>(router_host_.data(), static_cast<size_t>(n) * n_experts));
-  be.Zero(*moe_out_, static_cast<int64_t>(n) * dim);
   for (int t = 0; t < n; ++t) {
     const float* logits = router_host_.data() + static_cast<size_t>(t) * n_experts;
     const float max = *std::max_element(logits, logits + n_experts);
@@ -207,16 +213,43 @@ absl::Status StageForward::MoeFeedForward(const LayerWeights& w, int n) {
                       [](const auto& a, const auto& b) { return a.first > b.first; });
     float chosen = 0.0f;
     for (int i = 0; i < k; ++i) chosen += ranked_[i].first / sum;
-    be.Copy(*ex_in_, 0, *xb_, static_cast<int64_t>(t) * dim, dim);
     for (int i = 0; i < k; ++i) {
-      const ExpertWeights& expert = w.experts[ranked_[i].second];
-      be.MatMul(*gate_, *expert.gate, *ex_in_, 1);
-      be.MatMul(*up_, *expert.up, *ex_in_, 1);
-      be.SwiGlu(*gate_, *up_, config_.hidden_dim);
-      be.MatMul(*ex_out_, *expert.down, *gate_, 1);
-      be.AddScaled(*moe_out_, static_cast<int64_t>(t) * dim, *ex_out_, dim,
-                   ranked_[i].first / sum / chosen);
+      expert_calls_[static_cast<size_t>(t) * k + i] = {t, ranked_[i].second};
+      expert_weights_[static_cast<size_t>(t) * k + i] = ranked_[i].first / sum / chosen;
     }
+  }
+  const size_t n_calls = static_cast<size_t>(n) * k;
+  be.Zero(*moe_out_, static_cast<int64_t>(n) * dim);
+  if (!slice_.experts) {
+    // The experts live elsewhere: their outputs come back exact and are added as below.
+    if (dispatcher_ == nullptr) {
+      return absl::FailedPreconditionError("a slice without its experts needs a dispatcher");
+    }
+    const std::span<float> in(expert_in_host_.data(), static_cast<size_t>(n) * dim);
+    be.Read(*xb_, 0, in);
+    const std::span<float> out(expert_out_host_.data(), n_calls * dim);
+    if (absl::Status s = dispatcher_->Run(
+            layer, std::span<const ExpertCall>(expert_calls_.data(), n_calls), in, out);
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < n_calls; ++i) {
+      be.Write(*ex_out_, 0, out.subspan(i * dim, static_cast<size_t>(dim)));
+      be.AddScaled(*moe_out_, static_cast<int64_t>(expert_calls_[i].token) * dim, *ex_out_, dim,
+                   expert_weights_[i]);
+    }
+    return absl::OkStatus();
+  }
+  for (size_t i = 0; i < n_calls; ++i) {
+    const ExpertCall& call = expert_calls_[i];
+    const ExpertWeights& expert = w.experts[call.expert];
+    if (i % k == 0) be.Copy(*ex_in_, 0, *xb_, static_cast<int64_t>(call.token) * dim, dim);
+    be.MatMul(*gate_, *expert.gate, *ex_in_, 1);
+    be.MatMul(*up_, *expert.up, *ex_in_, 1);
+    be.SwiGlu(*gate_, *up_, config_.hidden_dim);
+    be.MatMul(*ex_out_, *expert.down, *gate_, 1);
+    be.AddScaled(*moe_out_, static_cast<int64_t>(call.token) * dim, *ex_out_, dim,
+                 expert_weights_[i]);
   }
   return absl::OkStatus();
 }

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
+#include "engine/expert_dispatch.h"
 #include "engine/model_slice.h"
 #include "engine/partial_sum.h"
 #include "engine/slice_weights.h"
@@ -47,6 +48,10 @@ class StageForward {
   // token (slice.head; with a split only its vocabulary rows) or n * dim hidden floats.
   absl::Status Forward(KvCache& cache, int pos0, StageInput input, std::span<float> output);
 
+  // A slice without its experts (slice.experts false) runs them through `dispatcher`, which
+  // must outlive this object.
+  void set_expert_dispatcher(ExpertDispatcher* dispatcher) { dispatcher_ = dispatcher; }
+
   const ModelSlice& slice() const { return slice_; }
   const ModelConfig& config() const { return config_; }
   int max_batch() const { return max_batch_; }
@@ -60,8 +65,8 @@ class StageForward {
   absl::Status AllocateActivations();
   // Replaces the partial sums in xb_ (n tokens) by the group's sums (tensor splits only).
   absl::Status Reduce(ReductionPoint point, int n);
-  // The MoE feed-forward of layer `w` for n tokens: xb_ (normed) in, moe_out_ out.
-  absl::Status MoeFeedForward(const LayerWeights& w, int n);
+  // The MoE feed-forward of layer `layer` for n tokens: xb_ (normed) in, moe_out_ out.
+  absl::Status MoeFeedForward(int layer, const LayerWeights& w, int n);
 
   ModelConfig config_;
   ModelSlice slice_;
@@ -91,6 +96,11 @@ class StageForward {
   std::unique_ptr<DeviceBuffer> moe_out_;  // weighted sum of the experts, [max_batch][dim]
   std::vector<float> router_host_;         // router logits read back for top-k selection
   std::vector<std::pair<float, int>> ranked_;  // (probability, expert), sized once
+  ExpertDispatcher* dispatcher_ = nullptr;
+  std::vector<ExpertCall> expert_calls_;    // [max_batch * k]: each token's chosen experts
+  std::vector<float> expert_weights_;       // their weights in the sum
+  std::vector<float> expert_in_host_;       // [max_batch][dim] normed inputs (dispatched)
+  std::vector<float> expert_out_host_;      // [max_batch * k][dim] outputs (dispatched)
   std::vector<float> partial_host_;            // tensor splits: partial sums on the host
 };
 

@@ -3,6 +3,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/expert_bank.h"
 #include "engine/generator.h"
 #include "engine/local_model.h"
 #include "engine/sampler.h"
@@ -110,6 +111,44 @@ TEST_P(EngineTest, AnySplitIntoSlicesEqualsWholeModel) {
   for (int l = 0; l < layers; ++l) one_per_layer.push_back({false, {l, l + 1}, false});
   one_per_layer.push_back({false, {layers, layers}, true});
   EXPECT_EQ(RunChain(*model_, *backend_, one_per_layer, 3), want);
+}
+
+// Experts run by a dispatcher (as under --type expert, where they live on other workers) give
+// bit-identical logits: the outputs come back unrounded and are added in the same order.
+TEST(EngineExpertTest, DispatchedExpertsEqualLocalExperts) {
+  for (const char* name : {"moe-mini-q8_0.gguf", "moe-mini-f32.gguf"}) {
+    auto model = ModelFile::Open(Model(name));
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto backend = CpuBackend::Create(1);
+    ASSERT_TRUE(backend.ok());
+    const std::vector<std::vector<float>> want = TokenByToken(**model, **backend);
+    const ModelConfig& c = (*model)->config();
+    std::vector<std::pair<int, int>> all;
+    for (int l = 0; l < c.n_layers; ++l) {
+      for (int e = 0; e < c.n_experts; ++e) all.push_back({l, e});
+    }
+    auto bank = ExpertBank::Load(**model, all, **backend);
+    ASSERT_TRUE(bank.ok()) << bank.status();
+    ModelSlice slice = ModelSlice::Whole(c);
+    slice.experts = false;
+    for (int batch : {1, 5}) {
+      auto stage = StageForward::Create(**model, slice, **backend, batch);
+      ASSERT_TRUE(stage.ok()) << stage.status();
+      (*stage)->set_expert_dispatcher(bank->get());
+      auto cache = (*stage)->NewKvCache(64);
+      ASSERT_TRUE(cache.ok());
+      std::vector<float> logits(c.vocab_size);
+      for (size_t pos = 0; pos < kTokens.size(); pos += batch) {
+        const size_t n = std::min<size_t>(batch, kTokens.size() - pos);
+        ASSERT_TRUE((*stage)
+                        ->Forward(*cache, static_cast<int>(pos),
+                                  {std::span<const int32_t>(kTokens).subspan(pos, n), {}}, logits)
+                        .ok());
+        EXPECT_EQ(logits, want[pos + n - 1]) << name << " batch " << batch << " pos " << pos;
+      }
+    }
+    EXPECT_FALSE((*bank)->calls().empty());
+  }
 }
 
 TEST_P(EngineTest, RejectsBadInput) {
