@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "partitioner/expert_planner.h"
 #include "partitioner/layer_planner.h"
 #include "partitioner/tensor_planner.h"
 
@@ -49,13 +50,9 @@ absl::Status CheckInputs(const ModelShape& shape, std::span<const WorkerBudget> 
 
 absl::StatusOr<ShardPlan> MakePlan(const ModelShape& shape, std::span<const WorkerBudget> workers,
                                    const PlanOptions& options) {
-  if (options.kind == PartitionKind::kExpert) {
-    return absl::UnimplementedError(
-        absl::StrCat("--type ", std::string(PartitionKindName(options.kind)),
-                     " is not supported yet: use --type layer or --type pipeline"));
-  }
   if (absl::Status s = CheckInputs(shape, workers, options); !s.ok()) return s;
   if (options.kind == PartitionKind::kTensor) return PlanTensor(shape, workers, options);
+  if (options.kind == PartitionKind::kExpert) return PlanExperts(shape, workers, options);
   return PlanLayers(shape, workers, options);
 }
 

@@ -5,6 +5,7 @@
 #define SHARDRUN_PARTITIONER_PARTITIONER_H_
 
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "partitioner/model_shape.h"
@@ -25,10 +26,12 @@ struct PlanOptions {
   // kTensor: workers per stage (0 = all of them in one stage), and how they add partial sums.
   int tensor_parallel = 0;
   ReductionPath reduction = ReductionPath::kAllToAll;
+  // kExpert: calls each expert took on a calibration prompt, [layer][expert]; empty = equal.
+  std::vector<std::vector<double>> expert_load;
 };
 
 // Plans `shape` over `workers` (in the order given, which becomes the stage order).
-// kLayer / kPipeline: see layer_planner.h; kTensor: tensor_planner.h; kExpert: UnimplementedError.
+// kLayer / kPipeline: see layer_planner.h; kTensor: tensor_planner.h; kExpert: expert_planner.h.
 // InvalidArgumentError for unusable inputs (no workers, duplicate ids, a non-positive
 // capacity, ...); FailedPreconditionError, with the shortfall per worker, when the model
 // does not fit.

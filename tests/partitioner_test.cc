@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -609,11 +610,61 @@ TEST(LayerPlanTest, LayerLargerThanEveryWorker) {
   EXPECT_THAT(message, HasSubstr("over by"));
 }
 
-TEST(MakePlanTest, ExpertIsNotSupportedYet) {
-  const ModelShape shape = StoriesShape();
-  const auto workers = EqualWorkers(2, kGiB);
-  absl::StatusOr<ShardPlan> expert = MakePlan(shape, workers, Options(PartitionKind::kExpert));
-  EXPECT_THAT(expert.status().message(), HasSubstr("--type expert is not supported yet"));
+// --- Expert plans ---------------------------------------------------------------------------
+
+ModelShape MoeShape(int experts) {
+  ModelConfig c = StoriesConfig();
+  c.tied_output = false;
+  c.n_experts = experts;
+  c.n_experts_used = 2;
+  return ShapeOf(c, TensorType::kQ8_0);
+}
+
+TEST(ExpertPlanTest, EveryExpertOnceSpreadEvenly) {
+  const ModelShape shape = MoeShape(8);
+  const ShardPlan plan = PlanOrDie(shape, EqualWorkers(2, kGiB), Options(PartitionKind::kExpert));
+  std::set<std::pair<int, int>> seen;
+  std::vector<int> per_worker(2, 0);
+  for (const ShardAssignment& a : plan.assignments) {
+    EXPECT_FALSE(a.slice.experts);
+    for (const ExpertRef& e : a.experts) {
+      EXPECT_TRUE(seen.insert({e.layer, e.expert}).second) << "placed twice";
+      per_worker[a.worker]++;
+    }
+  }
+  EXPECT_EQ(seen.size(), 5u * 8u);
+  EXPECT_EQ(per_worker[0], 20);
+  EXPECT_EQ(per_worker[1], 20);
+  // Memory: the experts are in the weights of whoever holds them.
+  int64_t weights = 0;
+  for (const ShardAssignment& a : plan.assignments) weights += a.weight_bytes;
+  EXPECT_EQ(weights, shape.TotalWeightBytes());
+}
+
+TEST(ExpertPlanTest, HotExpertsAreReplicatedWithACalibration) {
+  const ModelShape shape = MoeShape(4);
+  PlanOptions options = Options(PartitionKind::kExpert);
+  options.expert_load.assign(5, {1, 1, 1, 1});
+  options.expert_load[2] = {30, 1, 1, 1};  // layer 2's expert 0 takes most of the calls
+  const ShardPlan plan = PlanOrDie(shape, EqualWorkers(3, kGiB), options);
+  int copies = 0;
+  for (const ShardAssignment& a : plan.assignments) {
+    for (const ExpertRef& e : a.experts) copies += e.layer == 2 && e.expert == 0;
+  }
+  EXPECT_EQ(copies, 2);
+  EXPECT_THAT(absl::StrJoin(plan.notes, "\n"), HasSubstr("expert 0 of layer 2 is hot"));
+}
+
+TEST(ExpertPlanTest, ErrorsAreClear) {
+  absl::StatusOr<ShardPlan> dense =
+      MakePlan(StoriesShape(), EqualWorkers(2, kGiB), Options(PartitionKind::kExpert));
+  EXPECT_EQ(dense.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dense.status().message(), HasSubstr("needs a mixture-of-experts model"));
+  const ModelShape shape = MoeShape(64);
+  absl::StatusOr<ShardPlan> small =
+      MakePlan(shape, EqualWorkers(2, 2 * kMiB), Options(PartitionKind::kExpert));
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(small.status().message(), HasSubstr("the experts do not fit"));
 }
 
 // --- Tensor plans ---------------------------------------------------------------------------
