@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/strings/str_split.h"
@@ -16,6 +18,7 @@
 #include "cli/generation.h"
 #include "cli/model_setup.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/expert_calibration.h"
 #include "coordinator/local_workers.h"
 #include "coordinator/pipeline_runner.h"
 #include "coordinator/remote_model.h"
@@ -44,6 +47,7 @@ struct ClusterFlags {
   std::string worker_cache_dir;    // their --cache-dir
   int tp = 0;                      // --type tensor: workers per stage (0 = all)
   std::string reduction = "all-to-all";
+  std::string calibrate;  // --type expert: text whose router statistics place the experts
   GenerationFlags generation;
 };
 
@@ -100,6 +104,21 @@ void PrintStageTimes(const Coordinator& c) {
                    static_cast<double>(t.sync_us) / t.steps,
                    static_cast<double>(t.sync_bytes) / t.steps);
     }
+  }
+  if (plan.kind == PartitionKind::kExpert) {
+    std::vector<int64_t> calls(plan.workers.size(), 0);
+    for (const StageTimes& t : c.stage_times()) {
+      for (size_t w = 0; w < t.expert_calls.size() && w < calls.size(); ++w) calls[w] += t.expert_calls[w];
+    }
+    int64_t total = 0;
+    for (int64_t n : calls) total += n;
+    std::vector<std::string> shares;
+    for (size_t w = 0; w < calls.size(); ++w) {
+      shares.push_back(absl::StrFormat("%s %lld (%.1f%%)", plan.workers[w].worker_id,
+                                       static_cast<long long>(calls[w]),
+                                       total > 0 ? 100.0 * calls[w] / total : 0.0));
+    }
+    std::fprintf(stderr, "expert calls served: %s\n", absl::StrJoin(shares, ", ").c_str());
   }
   std::fprintf(stderr, "hop back to the coordinator: %s\n",
                Percentiles(c.return_hop_us()).c_str());
@@ -197,6 +216,23 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
         "--reduction ", flags.reduction, ": expected all-to-all or gather-broadcast"));
   }
   options.reduction = *reduction;
+  if (!flags.calibrate.empty()) {
+    if (*kind != PartitionKind::kExpert) {
+      return absl::InvalidArgumentError("--calibrate needs --type expert");
+    }
+    std::ifstream in(flags.calibrate);
+    if (!in) return absl::NotFoundError(absl::StrCat(flags.calibrate, ": cannot read"));
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!tokenizer->has_value()) {
+      return absl::FailedPreconditionError("--calibrate needs the model's vocabulary (--tokenizer)");
+    }
+    const std::vector<int32_t> ids = (*tokenizer)->Encode(text, true, false);
+    auto load = MeasureExpertLoad(**model, ids, 1);
+    if (!load.ok()) return load.status();
+    spdlog::info("calibration: router statistics over {} tokens of {}", ids.size(),
+                 flags.calibrate);
+    options.expert_load = *std::move(load);
+  }
   if (flags.act_type == "f32") {
     options.activation_type = wire::ACTIVATION_F32;
   } else if (flags.act_type == "f16") {
@@ -290,6 +326,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--reduction", flags->reduction,
                   "--type tensor: how a stage adds partial sums: all-to-all (one hop) or "
                   "gather-broadcast (through rank 0, two hops)");
+  cmd->add_option("--calibrate", flags->calibrate,
+                  "--type expert: place experts by the router statistics of the text in FILE");
   cmd->add_option("--register-timeout", flags->register_timeout_s,
                   "Seconds to wait for the workers to register");
   if (local) {

@@ -11,6 +11,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code);  // cli/generate_command
 void AddInspectCommand(CLI::App& app, int* exit_code);   // cli/inspect_command.cc
 void AddSynthCommand(CLI::App& app, int* exit_code);     // cli/synth_command.cc
 void AddWorkerCommand(CLI::App& app, int* exit_code);    // cli/worker_command.cc
+void AddDevicesCommand(CLI::App& app, int* exit_code);   // cli/devices_command.cc
 // The root command (`shardrun --shards N MODEL`) and `shardrun coordinator`.
 void AddClusterCommands(CLI::App& app, int* exit_code);  // cli/cluster_command.cc
 

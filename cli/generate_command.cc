@@ -7,7 +7,7 @@
 #include "cli/generation.h"
 #include "cli/model_setup.h"
 #include "engine/local_model.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/backend_factory.h"
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
@@ -16,6 +16,8 @@ namespace {
 struct GenerateCommandFlags {
   std::string model;
   int threads = 0;
+  std::string backend = "cpu";
+  int vk_device = -1;
   GenerationFlags generation;
 };
 
@@ -31,14 +33,16 @@ absl::Status RunGenerate(const GenerateCommandFlags& flags) {
 
   const int threads = flags.threads > 0 ? flags.threads
                                         : std::max(1u, std::thread::hardware_concurrency());
-  auto backend = CpuBackend::Create(threads);
+  auto kind = ParseBackendChoice(flags.backend);
+  if (!kind.ok()) return kind.status();
+  auto backend = CreateBackend({*kind, threads, flags.vk_device});
   if (!backend.ok()) return backend.status();
   auto local = LocalModel::Create(**model, **backend, flags.generation.batch_size,
                                   flags.generation.ctx_size);
   if (!local.ok()) return local.status();
   const ModelConfig& config = (*model)->config();
-  spdlog::info("{}: {} layers, dim {}, vocab {}; {} threads", *model_path, config.n_layers,
-               config.dim, config.vocab_size, threads);
+  spdlog::info("{}: {} layers, dim {}, vocab {}; {} backend, {} threads", *model_path,
+               config.n_layers, config.dim, config.vocab_size, (*backend)->name(), threads);
   return StreamGeneration(**local, **model, flags.generation, *tokenizer, *prompt);
 }
 
@@ -50,6 +54,11 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("model", flags->model,
                   "Model file: GGUF or llama2.c .bin (default: the built-in synthetic model)");
   cmd->add_option("-t,--threads", flags->threads, "Compute threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--backend", flags->backend, "Compute backend: cpu, vulkan or auto")
+      ->check(CLI::IsMember({"cpu", "vulkan", "auto"}));
+  cmd->add_option("--vk-device", flags->vk_device,
+                  "Vulkan device index (see `shardrun devices`; default: the best GPU)")
       ->check(CLI::NonNegativeNumber);
   AddGenerationOptions(cmd, &flags->generation);
   cmd->callback([flags, exit_code] {

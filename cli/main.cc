@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   shardrun::AddInspectCommand(app, &exit_code);
   shardrun::AddSynthCommand(app, &exit_code);
   shardrun::AddWorkerCommand(app, &exit_code);
+  shardrun::AddDevicesCommand(app, &exit_code);
   shardrun::AddClusterCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

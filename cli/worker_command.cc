@@ -23,6 +23,8 @@ extern "C" void OnStopSignal(int) { g_stop.store(true); }
 struct WorkerFlags {
   WorkerOptions options;
   std::string memory = "1G";
+  std::string gpu_memory = "0";
+  std::string backend = "cpu";
   bool no_local_model = false;
 };
 
@@ -37,6 +39,12 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--mem", flags->memory, "Memory budget: 512M, 2G, ...");
   cmd->add_option("--threads", flags->options.threads, "Compute threads")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--backend", flags->backend, "Compute backend: cpu, vulkan or auto")
+      ->check(CLI::IsMember({"cpu", "vulkan", "auto"}));
+  cmd->add_option("--vk-device", flags->options.vk_device,
+                  "Vulkan device index (see `shardrun devices`; default: the best GPU)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--gpu-mem", flags->gpu_memory, "GPU memory budget of a Vulkan worker: 2G, ...");
   CLI::Option* model =
       cmd->add_option("--model", flags->options.model_path, "Local copy of the model file");
   cmd->add_flag("--no-local-model", flags->no_local_model,
@@ -55,6 +63,16 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       return;
     }
     flags->options.memory_bytes = *memory;
+    auto gpu_memory = ParseByteSize(flags->gpu_memory);
+    if (!gpu_memory.ok()) {
+      spdlog::error("--gpu-mem: {}", std::string(gpu_memory.status().message()));
+      *exit_code = 2;
+      return;
+    }
+    flags->options.gpu_memory_bytes = *gpu_memory;
+    // The Hello states the backend, so auto is settled now.
+    flags->options.backend = ResolveBackendChoice(
+        {*ParseBackendChoice(flags->backend), flags->options.threads, flags->options.vk_device});
     if (flags->options.id.empty()) {
       char host[256] = {};
       gethostname(host, sizeof(host) - 1);

@@ -97,10 +97,13 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   info.budget.host = hello.capabilities().host();
   info.budget.memory_bytes = hello.budget().memory_bytes();
   info.budget.threads = hello.budget().threads();
-  info.budget.backend = BackendKind::kCpu;
+  info.budget.backend = hello.budget().backend() == wire::BACKEND_VULKAN ? BackendKind::kVulkan
+                                                                        : BackendKind::kCpu;
+  info.budget.gpu_memory_bytes = hello.budget().gpu_memory_bytes();
   info.budget.compute_capacity = hello.budget().threads();
   info.data_endpoint = hello.data_endpoint();
   info.reduce_endpoint = hello.reduce_endpoint();
+  info.expert_endpoint = hello.expert_endpoint();
   info.simd_level = hello.capabilities().simd_level();
   info.pid = hello.capabilities().pid();
   info.has_model_file = hello.capabilities().has_model_file();
@@ -217,6 +220,8 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
       st.hop_us.push_back(t.wait_us());
+      st.expert_calls.resize(std::max(st.expert_calls.size(), size_t(t.expert_calls_size())));
+      for (int w = 0; w < t.expert_calls_size(); ++w) st.expert_calls[w] += t.expert_calls(w);
     }
     if (pending.n_tokens == 1) {
       decode_split_.steps++;
@@ -236,8 +241,9 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
 
 std::vector<std::string> Coordinator::PlanWorkerIds() const {
   std::vector<std::string> ids;
-  for (const std::vector<std::string>& members : stage_members_) {
-    ids.insert(ids.end(), members.begin(), members.end());
+  for (const ShardAssignment& a : plan_.assignments) {
+    const std::string& id = plan_.workers[a.worker].worker_id;
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
   }
   return ids;
 }
@@ -301,6 +307,7 @@ absl::StatusOr<ShardPlan> Coordinator::Plan() const {
   plan_options.max_sequences = options_.max_sequences;
   plan_options.tensor_parallel = options_.tensor_parallel;
   plan_options.reduction = options_.reduction;
+  plan_options.expert_load = options_.expert_load;
   return MakePlan(ShapeOf(model_), budgets, plan_options);
 }
 
@@ -325,23 +332,54 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
     const std::optional<TensorSplit>& split = plan.assignments[a].slice.split;
     logits_parts_.push_back(split ? split->vocab.begin : 0);
   }
-  for (size_t s = 0; s < plan.stages.size(); ++s) {
-    const std::vector<std::string>& members = stage_members_[s];
-    for (size_t rank = 0; rank < members.size(); ++rank) {
-      const ShardAssignment& a = plan.assignments[plan.stages[s].assignments[rank]];
-      const std::string& id = members[rank];
-      wire::Assign* assign = Start(out_).mutable_assign();
-      assign->set_plan_id(plan_id_);
-      assign->set_stage(static_cast<int32_t>(s));
-      assign->mutable_slice()->set_embedding(a.slice.embedding);
-      assign->mutable_slice()->set_layer_begin(a.slice.layers.begin);
-      assign->mutable_slice()->set_layer_end(a.slice.layers.end);
-      assign->mutable_slice()->set_head(a.slice.head);
-      assign->set_context_length(plan.context_length);
-      assign->set_max_batch(options_.max_batch);
-      assign->set_max_sequences(options_.max_sequences);
-      assign->set_model_hash(model_hash_.data(), model_hash_.size());
-      assign->set_activation_type(options_.activation_type);
+  // Expert plans: every expert's holders, and where each worker takes expert requests.
+  wire::Assign experts;
+  if (plan.kind == PartitionKind::kExpert) {
+    std::map<std::pair<int, int>, std::vector<int>> holders;
+    for (const ShardAssignment& a : plan.assignments) {
+      for (const ExpertRef& e : a.experts) holders[{e.layer, e.expert}].push_back(a.worker);
+    }
+    for (const auto& [key, workers] : holders) {
+      wire::ExpertHolders* h = experts.add_expert_map();
+      h->set_layer(key.first);
+      h->set_expert(key.second);
+      h->mutable_workers()->Add(workers.begin(), workers.end());
+    }
+    for (const WorkerBudget& w : plan.workers) {
+      const WorkerInfo& info = workers_.at(w.worker_id);
+      if (!info.has_model_file) {
+        return absl::UnimplementedError(absl::StrCat(
+            "--type expert needs the model file on every worker; ", w.worker_id,
+            " has none (streamed weights work with --type layer, pipeline and tensor)"));
+      }
+      experts.add_expert_endpoints(info.expert_endpoint);
+    }
+  }
+  auto send_assign = [&](const ShardAssignment& a, int stage, size_t rank) {
+    const std::string& id = plan.workers[a.worker].worker_id;
+    wire::Assign* assign = Start(out_).mutable_assign();
+    if (plan.kind == PartitionKind::kExpert) {
+      assign->MergeFrom(experts);
+      assign->set_worker_index(a.worker);
+      for (const ExpertRef& e : a.experts) {
+        wire::ExpertRef* ref = assign->add_experts();
+        ref->set_layer(e.layer);
+        ref->set_expert(e.expert);
+      }
+    }
+    assign->set_plan_id(plan_id_);
+    assign->set_stage(static_cast<int32_t>(stage));
+    assign->mutable_slice()->set_embedding(a.slice.embedding);
+    assign->mutable_slice()->set_layer_begin(a.slice.layers.begin);
+    assign->mutable_slice()->set_layer_end(a.slice.layers.end);
+    assign->mutable_slice()->set_head(a.slice.head);
+    assign->set_context_length(plan.context_length);
+    assign->set_max_batch(options_.max_batch);
+    assign->set_max_sequences(options_.max_sequences);
+    assign->set_model_hash(model_hash_.data(), model_hash_.size());
+    assign->set_activation_type(options_.activation_type);
+    if (stage >= 0) {
+      const std::vector<std::string>& members = stage_members_[stage];
       if (const std::optional<TensorSplit>& t = a.slice.split) {
         assign->set_tensor_split(true);
         assign->mutable_kv_heads()->set_begin(t->kv_heads.begin);
@@ -360,22 +398,30 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
       }
       // Member j of the next stage hears from member j mod (this stage's size): every member
       // of the next stage gets the hidden state once, and the sending is shared out.
-      if (s + 1 < plan.stages.size()) {
-        const std::vector<std::string>& next = stage_members_[s + 1];
+      if (stage + 1 < static_cast<int>(plan.stages.size())) {
+        const std::vector<std::string>& next = stage_members_[stage + 1];
         for (size_t j = rank; j < next.size(); j += members.size()) {
           assign->add_next_endpoints(workers_.at(next[j]).data_endpoint);
         }
       }
-      if (!workers_.at(id).has_model_file) {
-        // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
-        std::vector<wire::FileRange> ranges = streamer_.RangesFor(a.slice);
-        assign->set_model_file_size(static_cast<int64_t>(model_.file_size()));
-        assign->mutable_ranges()->Add(ranges.begin(), ranges.end());
-        offered_[id] = std::move(ranges);
-      }
-      loads_[id] = wire::LoadProgress();
-      Send(id, out_);
     }
+    if (!workers_.at(id).has_model_file) {
+      // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
+      std::vector<wire::FileRange> ranges = streamer_.RangesFor(a.slice);
+      assign->set_model_file_size(static_cast<int64_t>(model_.file_size()));
+      assign->mutable_ranges()->Add(ranges.begin(), ranges.end());
+      offered_[id] = std::move(ranges);
+    }
+    loads_[id] = wire::LoadProgress();
+    Send(id, out_);
+  };
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    for (size_t rank = 0; rank < plan.stages[s].assignments.size(); ++rank) {
+      send_assign(plan.assignments[plan.stages[s].assignments[rank]], static_cast<int>(s), rank);
+    }
+  }
+  for (const ShardAssignment& a : plan.assignments) {
+    if (a.stage < 0) send_assign(a, -1, 0);  // holds experts only
   }
   // Wait for every shard, showing progress per worker.
   const absl::Time deadline = absl::Now() + options_.load_timeout;

@@ -43,6 +43,8 @@ struct CoordinatorOptions {
   wire::ActivationType activation_type = wire::ACTIVATION_F32;
   int tensor_parallel = 0;  // kTensor: workers per stage (0 = all)
   ReductionPath reduction = ReductionPath::kAllToAll;
+  // kExpert: calls per expert on a calibration text, [layer][expert] (empty: none).
+  std::vector<std::vector<double>> expert_load;
 };
 
 // A registered worker.
@@ -50,6 +52,7 @@ struct WorkerInfo {
   WorkerBudget budget;
   std::string data_endpoint;
   std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
+  std::string expert_endpoint;  // expert plans: where expert requests arrive
   std::string simd_level;
   int pid = 0;
   bool has_model_file = false;
@@ -64,6 +67,7 @@ struct StageTimes {
   int64_t sync_us = 0;     // tensor parallelism: part of compute_us spent adding partial sums
   int64_t sync_bytes = 0;  // partial-sum bytes one member sent
   std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
+  std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
 };
 
 class Coordinator {

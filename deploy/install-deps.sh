@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler libabsl-dev libspdlog-dev
-  libvulkan-dev libshaderc-dev glslc mesa-vulkan-drivers vulkan-validationlayers
+  libvulkan-dev libshaderc-dev glslc mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libsodium-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev iproute2
 )
 

@@ -57,6 +57,10 @@ const char* BodyName(wire::Envelope::BodyCase body) {
       return "fetch weights";
     case wire::Envelope::kPartialSum:
       return "partial sum";
+    case wire::Envelope::kExpertRequest:
+      return "expert request";
+    case wire::Envelope::kExpertReply:
+      return "expert reply";
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
@@ -81,6 +85,10 @@ size_t ExpectedRawFrames(const wire::Envelope& envelope) {
       return 1;
     case wire::Envelope::kPartialSum:
       return 1;
+    case wire::Envelope::kExpertRequest:
+      return 1;
+    case wire::Envelope::kExpertReply:
+      return envelope.expert_reply().has_outputs() ? 1 : 0;
     default:
       return 0;
   }
@@ -339,6 +347,21 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
       return CheckWeightChunk(envelope.weight_chunk(), out->tensors[0]);
     case wire::Envelope::kPartialSum:
       return CheckTensorFrame("partial sum: values", envelope.partial_sum().values(),
+                              out->tensors[0], limits);
+    case wire::Envelope::kExpertRequest: {
+      const wire::ExpertRequest& r = envelope.expert_request();
+      if (r.inputs().type() != wire::ACTIVATION_F32 || r.inputs().shape_size() != 2 ||
+          r.inputs().shape(0) != r.experts_size()) {
+        return Malformed("expert request: f32 inputs with one row per expert expected");
+      }
+      return CheckTensorFrame("expert request: inputs", r.inputs(), out->tensors[0], limits);
+    }
+    case wire::Envelope::kExpertReply:
+      if (!envelope.expert_reply().has_outputs()) return absl::OkStatus();
+      if (envelope.expert_reply().outputs().type() != wire::ACTIVATION_F32) {
+        return Malformed("expert reply: outputs must be f32");
+      }
+      return CheckTensorFrame("expert reply: outputs", envelope.expert_reply().outputs(),
                               out->tensors[0], limits);
     default:
       break;

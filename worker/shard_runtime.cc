@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "proto/message_codec.h"
 
 namespace shardrun {
@@ -37,8 +36,9 @@ std::vector<const TensorView*> SliceTensors(const ModelFile& model, const ModelS
     const bool is_layer = t.name.rfind("blk.", 0) == 0;
     int layer = -1;
     if (is_layer) layer = std::atoi(t.name.c_str() + 4);
+    const bool elsewhere = !slice.experts && t.name.find("_exps.") != std::string::npos;
     const bool wanted =
-        (is_layer && slice.layers.contains(layer)) ||
+        (is_layer && slice.layers.contains(layer) && !elsewhere) ||
         (slice.embedding && t.name == "token_embd.weight") ||
         (slice.head && (t.name == "output_norm.weight" || t.name == "output.weight" ||
                         (model.config().tied_output && t.name == "token_embd.weight")));
@@ -51,6 +51,7 @@ ModelSlice SliceOf(const wire::Assign& assign) {
   ModelSlice slice{assign.slice().embedding(),
                    {assign.slice().layer_begin(), assign.slice().layer_end()},
                    assign.slice().head()};
+  slice.experts = assign.expert_map_size() == 0;  // expert plans: experts run elsewhere
   if (assign.tensor_split()) {
     auto range = [](const wire::Range& r) { return IndexRange{r.begin(), r.end()}; };
     slice.split = TensorSplit{range(assign.kv_heads()), range(assign.ffn_columns()),
@@ -60,10 +61,17 @@ ModelSlice SliceOf(const wire::Assign& assign) {
 }
 
 absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
-    const ModelFile& model, const wire::Assign& assign, int threads, PartialSumReducer* reducer,
+    const ModelFile& model, const wire::Assign& assign, const BackendOptions& backend_options,
+    PartialSumReducer* reducer, ExpertDispatcher* experts,
     const std::function<void(int64_t, int64_t)>& progress) {
   const ModelSlice slice = SliceOf(assign);
-  if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
+  const bool has_stage = slice.embedding || slice.head || slice.layers.size() > 0;
+  if (!has_stage && assign.experts_size() == 0) {
+    return absl::InvalidArgumentError("the assignment gives this worker nothing to hold");
+  }
+  if (has_stage) {
+    if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
+  }
   if (assign.max_batch() < 1 || assign.max_batch() > 4096) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch ", assign.max_batch()));
   }
@@ -74,13 +82,24 @@ absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
   std::unique_ptr<ShardRuntime> runtime(new ShardRuntime());
   runtime->assign_ = assign;
   PageIn(model, slice, progress);
-  auto backend = CpuBackend::Create(threads);
+  auto backend = CreateBackend(backend_options);
   if (!backend.ok()) return backend.status();
   runtime->backend_ = *std::move(backend);
+  runtime->slice_ = slice;
+  runtime->dim_ = model.config().dim;
+  if (assign.experts_size() > 0) {
+    std::vector<std::pair<int, int>> held;
+    for (const wire::ExpertRef& e : assign.experts()) held.push_back({e.layer(), e.expert()});
+    auto bank = ExpertBank::Load(model, held, *runtime->backend_);
+    if (!bank.ok()) return bank.status();
+    runtime->bank_ = *std::move(bank);
+  }
+  if (!has_stage) return runtime;
   auto stage =
       StageForward::Create(model, slice, *runtime->backend_, assign.max_batch(), reducer);
   if (!stage.ok()) return stage.status();
   runtime->stage_ = *std::move(stage);
+  runtime->stage_->set_expert_dispatcher(experts);
   runtime->output_.resize(runtime->stage_->OutputSize(assign.max_batch()));
   runtime->input_.resize(static_cast<size_t>(assign.max_batch()) * model.config().dim);
   return runtime;
@@ -100,6 +119,7 @@ absl::StatusOr<KvCache*> ShardRuntime::CacheFor(uint64_t sequence_id) {
 
 absl::Status ShardRuntime::Step(const wire::Activation& activation,
                                 std::span<const uint8_t> hidden_frame) {
+  if (stage_ == nullptr) return absl::FailedPreconditionError("this worker holds experts only");
   const int n = activation.n_tokens();
   if (n < 1 || n > stage_->max_batch()) {
     return absl::InvalidArgumentError(

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/expert_bank.h"
 #include "engine/kv_cache.h"
 #include "engine/stage_forward.h"
 #include "kernels/backend.h"
+#include "kernels/backend_factory.h"
 #include "model/model_file.h"
 #include "proto/shardrun.pb.h"
 
@@ -28,12 +30,14 @@ ModelSlice SliceOf(const wire::Assign& assign);
 
 class ShardRuntime {
  public:
-  // Loads the slice `assign` describes from `model` (which must stay open) into a new CPU
-  // backend of `threads` threads. A tensor-split slice adds its partial sums through
-  // `reducer`, which must outlive the result. `progress(done, total)` reports bytes paged in.
+  // Loads the slice `assign` describes from `model` (which must stay open) into a new
+  // backend made by CreateBackend(`backend`), and the experts it holds (expert plans). A
+  // tensor-split slice adds its partial sums through `reducer`; a slice whose experts are
+  // elsewhere runs them through `experts`; both must outlive the result.
+  // `progress(done, total)` reports bytes paged in.
   static absl::StatusOr<std::unique_ptr<ShardRuntime>> Load(
-      const ModelFile& model, const wire::Assign& assign, int threads,
-      PartialSumReducer* reducer,
+      const ModelFile& model, const wire::Assign& assign, const BackendOptions& backend,
+      PartialSumReducer* reducer, ExpertDispatcher* experts,
       const std::function<void(int64_t done, int64_t total)>& progress);
 
   // Runs one activation through the slice. Input: token ids (a first stage) or the hidden
@@ -42,9 +46,12 @@ class ShardRuntime {
   std::span<const float> output() const { return {output_.data(), output_size_}; }
 
   void EndSequence(uint64_t sequence_id) { caches_.erase(sequence_id); }
-  const ModelSlice& slice() const { return stage_->slice(); }
+  // False for a worker that only holds experts.
+  bool has_stage() const { return stage_ != nullptr; }
+  const ModelSlice& slice() const { return slice_; }
+  ExpertBank* expert_bank() const { return bank_.get(); }
   const wire::Assign& assign() const { return assign_; }
-  int dim() const { return stage_->config().dim; }
+  int dim() const { return dim_; }
 
  private:
   ShardRuntime() = default;
@@ -52,7 +59,10 @@ class ShardRuntime {
 
   wire::Assign assign_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<StageForward> stage_;
+  ModelSlice slice_;
+  int dim_ = 0;
+  std::unique_ptr<StageForward> stage_;  // null: experts only
+  std::unique_ptr<ExpertBank> bank_;     // null: no experts
   std::map<uint64_t, KvCache> caches_;
   std::vector<float> input_;   // decoded hidden state, reused
   std::vector<float> output_;  // sized for max_batch, reused

@@ -15,6 +15,7 @@
 #include "proto/channel.h"
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
+#include "worker/expert_client.h"
 #include "worker/partial_sum_exchange.h"
 #include "worker/shard_runtime.h"
 #include "worker/weight_cache.h"
@@ -74,6 +75,7 @@ class WorkerLoop {
   Channel data_in_;
   std::vector<std::unique_ptr<Channel>> next_;  // the next stage's members this worker feeds
   std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
+  std::unique_ptr<ExpertClient> experts_;       // expert plans: experts on other workers
   std::string data_endpoint_;
   std::unique_ptr<ModelFile> model_;
   Sha256 model_hash_{};
@@ -121,6 +123,11 @@ absl::Status WorkerLoop::Setup() {
                                              loopback ? "" : host);
     if (!reduce.ok()) return reduce.status();
     reduce_ = *std::move(reduce);
+    auto experts = ExpertClient::Create(context_, "worker " + options_.id,
+                                        loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0",
+                                        loopback ? "" : host);
+    if (!experts.ok()) return experts.status();
+    experts_ = *std::move(experts);
     control_.socket().set(zmq::sockopt::routing_id, options_.id);
     control_.socket().connect(options_.connect);
   } catch (const zmq::error_t& e) {
@@ -137,7 +144,9 @@ void WorkerLoop::SendHello() {
   hello->set_worker_id(options_.id);
   hello->mutable_budget()->set_memory_bytes(options_.memory_bytes);
   hello->mutable_budget()->set_threads(options_.threads);
-  hello->mutable_budget()->set_backend(wire::BACKEND_CPU);
+  const bool vulkan = options_.backend == BackendChoice::kVulkan;
+  hello->mutable_budget()->set_backend(vulkan ? wire::BACKEND_VULKAN : wire::BACKEND_CPU);
+  if (vulkan) hello->mutable_budget()->set_gpu_memory_bytes(options_.gpu_memory_bytes);
   wire::Capabilities* caps = hello->mutable_capabilities();
   caps->set_simd_level(std::string(CpuLevelName(BestCpuLevel())));
   caps->set_cores(static_cast<int32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
@@ -147,6 +156,7 @@ void WorkerLoop::SendHello() {
   if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
   hello->set_reduce_endpoint(reduce_->endpoint());
+  hello->set_expert_endpoint(experts_->endpoint());
   SendToCoordinator(out_);
 }
 
@@ -256,9 +266,16 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
       !s.ok()) {
     return s;
   }
-  auto shard = ShardRuntime::Load(*model_, assign, options_.threads, reduce_.get(), report);
+  auto shard =
+      ShardRuntime::Load(*model_, assign, {options_.backend, options_.threads, options_.vk_device},
+                         reduce_.get(), experts_.get(), report);
   if (!shard.ok()) return shard.status();
   shard_ = *std::move(shard);
+  if (absl::Status s = experts_->Configure(assign, shard_->expert_bank(), model_->config().dim,
+                                           coordinator_timeout_);
+      !s.ok()) {
+    return s;
+  }
   next_.clear();
   for (const std::string& endpoint : assign.next_endpoints()) {
     auto channel = std::make_unique<Channel>(context_, zmq::socket_type::push,
@@ -359,6 +376,10 @@ void WorkerLoop::HandleActivation(Channel& in) {
     t->set_sync_us(sync.wait_us);
     t->set_sync_bytes(sync.bytes_sent);
     t->set_rank(assign.rank());
+    if (assign.expert_map_size() > 0) {
+      const std::vector<int64_t> calls = experts_->TakeCallCounts();
+      t->mutable_expert_calls()->Add(calls.begin(), calls.end());
+    }
   };
   recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
 
@@ -408,8 +429,10 @@ absl::Status WorkerLoop::Run() {
   last_heard_ = absl::Now();
   while (!done_ && !stop_->load()) {
     zmq::pollitem_t items[] = {{control_.socket().handle(), 0, ZMQ_POLLIN, 0},
-                               {data_in_.socket().handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(50));
+                               {data_in_.socket().handle(), 0, ZMQ_POLLIN, 0},
+                               {experts_->socket().handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 3, std::chrono::milliseconds(50));
+    if (items[2].revents & ZMQ_POLLIN) experts_->ServeQueued();
     if (items[0].revents & ZMQ_POLLIN) {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }

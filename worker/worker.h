@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "kernels/backend_factory.h"
 
 namespace shardrun {
 
@@ -23,6 +24,9 @@ struct WorkerOptions {
   std::string id;       // unique worker id (default: host-pid)
   int64_t memory_bytes = int64_t{1} << 30;
   int threads = 1;
+  BackendChoice backend = BackendChoice::kCpu;  // kAuto is resolved before RunWorker
+  int vk_device = -1;                           // Vulkan device index, -1 = the best
+  int64_t gpu_memory_bytes = 0;                 // GPU memory budget (Vulkan workers)
   std::string model_path;      // empty: no local model file; the shard's weights are streamed
   std::string cache_dir;       // streamed weights (empty: DefaultWeightCacheDir())
   std::string advertise_host;  // address peers use to reach this worker's data socket
