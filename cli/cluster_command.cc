@@ -38,6 +38,7 @@ struct ClusterFlags {
   std::string listen;
   std::string worker_mem = "1G";    // comma list, one per worker (the last repeats)
   std::string worker_threads = "1";  // comma list
+  std::string worker_backend = "cpu";  // comma list: cpu, vulkan or auto per worker
   bool plan_only = false;
   std::string prompts_file;
   double register_timeout_s = 30;
@@ -265,6 +266,10 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
                                        Nth(flags.worker_threads, i),
                                        "--log-level",
                                        std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+      args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i)});
+      if (Nth(flags.worker_backend, i) != "cpu") {
+        args.insert(args.end(), {"--gpu-mem", Nth(flags.worker_mem, i)});
+      }
       if (i < flags.no_local_model_workers) {
         args.push_back("--no-local-model");
         if (!flags.worker_cache_dir.empty()) {
@@ -333,6 +338,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   if (local) {
     cmd->add_option("--worker-mem", flags->worker_mem, "Memory per worker: 512M,1G,...");
     cmd->add_option("--worker-threads", flags->worker_threads, "Threads per worker: 1,2,...");
+    cmd->add_option("--worker-backend", flags->worker_backend,
+                    "Backend per worker: cpu,vulkan,auto,... (a GPU worker's --worker-mem is "
+                    "its GPU memory)");
     cmd->add_option("--no-local-model-workers", flags->no_local_model_workers,
                     "Start the first K workers without the model file (weights are streamed)")
         ->check(CLI::NonNegativeNumber);
