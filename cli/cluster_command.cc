@@ -49,6 +49,11 @@ struct ClusterFlags {
   int tp = 0;                      // --type tensor: workers per stage (0 = all)
   std::string reduction = "all-to-all";
   std::string calibrate;  // --type expert: text whose router statistics place the experts
+  int spares = 0;          // extra local workers kept out of the plan
+  double recovery_timeout_s = 60;
+  double step_timeout_s = 60;
+  double worker_timeout_s = 2;
+  std::string inject;  // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   GenerationFlags generation;
 };
 
@@ -203,6 +208,14 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.context_length = flags.generation.ctx_size;
   options.max_batch = flags.generation.batch_size;
   options.register_timeout = absl::Seconds(flags.register_timeout_s);
+  options.recovery_timeout = absl::Seconds(flags.recovery_timeout_s);
+  options.step_timeout = absl::Seconds(flags.step_timeout_s);
+  options.worker_timeout = absl::Seconds(flags.worker_timeout_s);
+  if (flags.spares < 0 || (flags.spares > 0 && !local)) {
+    return absl::InvalidArgumentError("--spares K starts K extra local workers");
+  }
+  options.spares = flags.spares;
+  options.expected_workers = flags.shards + flags.spares;
   if (flags.parallel > 1 && *kind != PartitionKind::kPipeline) {
     return absl::InvalidArgumentError("--parallel needs --type pipeline");
   }
@@ -250,7 +263,9 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
         absl::StrCat("--act-type ", flags.act_type, ": expected f32, f16 or q8_0"));
   }
   if (local) {
-    for (int i = 0; i < flags.shards; ++i) options.expected_ids.push_back(absl::StrCat("w", i));
+    for (int i = 0; i < options.expected_workers; ++i) {
+      options.expected_ids.push_back(absl::StrCat("w", i));
+    }
   }
   auto coordinator = Coordinator::Create(options, **model);
   if (!coordinator.ok()) return coordinator.status();
@@ -258,7 +273,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
 
   LocalWorkers children;
   if (local) {
-    for (int i = 0; i < flags.shards; ++i) {
+    for (int i = 0; i < options.expected_workers; ++i) {
       auto mem = ParseByteSize(Nth(flags.worker_mem, i));
       if (!mem.ok()) return mem.status();
       std::vector<std::string> args = {"--connect", c.endpoint(), "--id", options.expected_ids[i],
@@ -267,6 +282,11 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
                                        "--log-level",
                                        std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
       args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i)});
+      const std::vector<std::string> faults = absl::StrSplit(flags.inject, ',', absl::SkipEmpty());
+      for (const std::string& fault : faults) {
+        const std::string prefix = options.expected_ids[i] + ":";
+        if (fault.starts_with(prefix)) args.insert(args.end(), {"--inject", fault.substr(prefix.size())});
+      }
       if (Nth(flags.worker_backend, i) != "cpu") {
         args.insert(args.end(), {"--gpu-mem", Nth(flags.worker_mem, i)});
       }
@@ -296,7 +316,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     return finish(absl::OkStatus());
   }
   std::fputs(table.c_str(), stderr);
-  if (absl::Status s = c.Deploy(*plan); !s.ok()) return finish(s);
+  if (absl::Status s = c.DeployWithRecovery(*plan); !s.ok()) return finish(s);
 
   if (*kind == PartitionKind::kPipeline) {
     return finish(RunPipelined(c, **model, flags, *tokenizer, *prompts));
@@ -331,6 +351,12 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--reduction", flags->reduction,
                   "--type tensor: how a stage adds partial sums: all-to-all (one hop) or "
                   "gather-broadcast (through rank 0, two hops)");
+  cmd->add_option("--recovery-timeout", flags->recovery_timeout_s,
+                  "Seconds to wait for a worker able to hold a lost shard (0: no recovery)");
+  cmd->add_option("--step-timeout", flags->step_timeout_s,
+                  "Seconds a step may take before the coordinator recovers it");
+  cmd->add_option("--worker-timeout", flags->worker_timeout_s,
+                  "Seconds of silence after which a worker is declared dead");
   cmd->add_option("--calibrate", flags->calibrate,
                   "--type expert: place experts by the router statistics of the text in FILE");
   cmd->add_option("--register-timeout", flags->register_timeout_s,
@@ -338,6 +364,10 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   if (local) {
     cmd->add_option("--worker-mem", flags->worker_mem, "Memory per worker: 512M,1G,...");
     cmd->add_option("--worker-threads", flags->worker_threads, "Threads per worker: 1,2,...");
+    cmd->add_option("--spares", flags->spares,
+                    "Start K extra workers kept out of the plan, to replace a lost one at once");
+    cmd->add_option("--inject", flags->inject,
+                    "Testing: faults for local workers, e.g. w1:kill@step=7,w2:drop@step=3");
     cmd->add_option("--worker-backend", flags->worker_backend,
                     "Backend per worker: cpu,vulkan,auto,... (a GPU worker's --worker-mem is "
                     "its GPU memory)");

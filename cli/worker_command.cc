@@ -1,6 +1,7 @@
 // `shardrun worker --connect tcp://HEAD:5555 --mem 2G --threads 4 [--model FILE]`
 // Without --model (or with --no-local-model) the coordinator streams the shard's weights, kept
 // in --cache-dir for the next start.
+#include <cstdlib>
 #include <unistd.h>
 
 #include <csignal>
@@ -53,6 +54,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--cache-dir", flags->options.cache_dir,
                   "Where streamed weights are kept (default: $XDG_CACHE_HOME/shardrun/weights "
                   "or ~/.cache/shardrun/weights)");
+  cmd->add_option("--inject", flags->options.inject,
+                  "Testing: a fault to inflict on itself, e.g. kill@step=7 (also SHARDRUN_INJECT)");
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->callback([flags, exit_code] {
@@ -63,6 +66,10 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       return;
     }
     flags->options.memory_bytes = *memory;
+    if (const char* inject = std::getenv("SHARDRUN_INJECT");
+        inject != nullptr && flags->options.inject.empty()) {
+      flags->options.inject = inject;
+    }
     auto gpu_memory = ParseByteSize(flags->gpu_memory);
     if (!gpu_memory.ok()) {
       spdlog::error("--gpu-mem: {}", std::string(gpu_memory.status().message()));

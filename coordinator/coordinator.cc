@@ -60,7 +60,11 @@ int Coordinator::context_length() const {
 void Coordinator::Send(const std::string& worker, const wire::Envelope& envelope,
                        std::span<const std::span<const uint8_t>> tensors) {
   if (absl::Status s = control_.Send(envelope, tensors, worker); !s.ok()) {
-    spdlog::warn("{}", std::string(s.message()));
+    auto it = workers_.find(worker);
+    if (it != workers_.end() && it->second.unreachable_since == absl::InfinitePast()) {
+      it->second.unreachable_since = absl::Now();
+      spdlog::warn("worker {}: {}", worker, std::string(s.message()));
+    }
   }
 }
 
@@ -68,7 +72,8 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   wire::Welcome* welcome = Start(out_).mutable_welcome();
   welcome->set_protocol_version(wire::PROTOCOL_VERSION);
   welcome->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
-  welcome->set_coordinator_timeout_ms(absl::ToInt64Milliseconds(options_.worker_timeout));
+  welcome->set_coordinator_timeout_ms(absl::ToInt64Milliseconds(options_.coordinator_timeout));
+  welcome->set_peer_timeout_ms(absl::ToInt64Milliseconds(options_.worker_timeout));
   std::string refusal;
   if (absl::Status s = CheckProtocolVersion(control_.envelope()); !s.ok()) {
     refusal = std::string(s.message());
@@ -80,8 +85,15 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
                            ShortDigest(model_hash_), "...)");
   } else if (hello.budget().memory_bytes() <= 0 || hello.budget().threads() < 1) {
     refusal = "the budget needs memory > 0 and threads >= 1";
-  } else if (!plan_.assignments.empty() && !workers_.contains(sender)) {
-    refusal = "the cluster is already running";
+  } else if (auto f = failures_.find(sender);
+             f != failures_.end() && absl::Now() < f->second.refused_until) {
+    // A worker that keeps failing is kept out, twice as long after each failure.
+    refusal = absl::StrCat("worker ", sender, " failed ", f->second.count,
+                           " time(s); try again in ",
+                           absl::FormatDuration(absl::Ceil(f->second.refused_until - absl::Now(),
+                                                           absl::Milliseconds(100))));
+    welcome->set_retry_after_ms(
+        absl::ToInt64Milliseconds(f->second.refused_until - absl::Now()) + 1);
   }
   if (!refusal.empty()) {
     welcome->set_accepted(false);
@@ -125,7 +137,17 @@ void Coordinator::Pump(absl::Duration timeout) {
   while (got) {
     const std::string& sender = control_.sender();
     const wire::Envelope& env = control_.envelope();
-    if (auto it = workers_.find(sender); it != workers_.end()) it->second.last_heard = absl::Now();
+    if (auto it = workers_.find(sender); it != workers_.end()) {
+      it->second.last_heard = absl::Now();
+      it->second.unreachable_since = absl::InfinitePast();
+    } else if (env.body_case() != wire::Envelope::kHello) {
+      // Declared dead (or never registered): it must not think it still holds a shard.
+      Start(out_).mutable_shutdown()->set_reason("not a registered worker (declared dead?)");
+      Send(sender, out_);
+      control_.DropUnexpected(absl::StrCat("message from unregistered worker ", sender));
+      got = control_.ReceiveNow();
+      continue;
+    }
     switch (env.body_case()) {
       case wire::Envelope::kHello:
         HandleHello(sender, env.hello());
@@ -289,17 +311,22 @@ absl::Status Coordinator::WaitForWorkers() {
 }
 
 absl::StatusOr<ShardPlan> Coordinator::Plan() const {
-  std::vector<WorkerBudget> budgets;
-  // Locally started workers plan in their start order; others in registration-id order.
-  for (const std::string& id : options_.expected_ids) {
-    if (auto it = workers_.find(id); it != workers_.end()) budgets.push_back(it->second.budget);
-  }
-  for (const auto& [id, info] : workers_) {
-    if (std::find(options_.expected_ids.begin(), options_.expected_ids.end(), id) ==
-        options_.expected_ids.end()) {
-      budgets.push_back(info.budget);
+  // Preference: the current plan's surviving workers in plan order (after a failure the plan
+  // changes least), then locally started workers in start order, then the others by id.
+  std::vector<std::string> order;
+  auto add = [&](const std::string& id) {
+    if (workers_.contains(id) && std::find(order.begin(), order.end(), id) == order.end()) {
+      order.push_back(id);
     }
-  }
+  };
+  for (const WorkerBudget& w : plan_.workers) add(w.worker_id);
+  for (const std::string& id : options_.expected_ids) add(id);
+  for (const auto& [id, info] : workers_) add(id);
+  // Spares stay out of the plan until a worker is lost.
+  const size_t size = static_cast<size_t>(std::max(1, options_.expected_workers - options_.spares));
+  if (order.size() > size) order.resize(size);
+  std::vector<WorkerBudget> budgets;
+  for (const std::string& id : order) budgets.push_back(workers_.at(id).budget);
   PlanOptions plan_options;
   plan_options.kind = options_.kind;
   plan_options.context_length = context_length();
@@ -454,6 +481,14 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   return absl::OkStatus();
 }
 
+absl::Status Coordinator::DeployWithRecovery(const ShardPlan& plan) {
+  absl::Status s = Deploy(plan);
+  if (s.ok() || options_.recovery_timeout <= absl::ZeroDuration()) return s;
+  const std::vector<std::string> lost = LostWorkers();
+  if (lost.empty()) return s;  // not a lost worker: loading itself failed
+  return Recover(std::string(s.message()), lost);
+}
+
 absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
                                  std::span<float> logits) {
   if (stage_members_.empty()) return absl::FailedPreconditionError("no plan deployed");
@@ -461,32 +496,55 @@ absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", sequence_id, " already has a step in flight"));
   }
-  wire::Activation* a = Start(out_).mutable_activation();
-  a->set_sequence_id(sequence_id);
-  a->set_step(next_step_);
-  a->set_pos0(pos0);
-  a->set_n_tokens(static_cast<int32_t>(tokens.size()));
-  a->mutable_tokens()->Add(tokens.begin(), tokens.end());
-  a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
-  pending_[sequence_id] =
-      PendingStep{next_step_++, logits, static_cast<int>(tokens.size()), absl::Now(), 0};
-  for (const std::string& id : stage_members_[0]) Send(id, out_);
+  std::vector<int32_t>& history = history_[sequence_id];
+  if (pos0 < 0 || static_cast<size_t>(pos0) > history.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", sequence_id, " step at position ",
+                                                   pos0, " after ", history.size(), " tokens"));
+  }
+  history.resize(static_cast<size_t>(pos0));
+  history.insert(history.end(), tokens.begin(), tokens.end());
+  PendingStep& step = pending_[sequence_id];
+  step = PendingStep{next_step_++, logits, static_cast<int>(tokens.size()), absl::Now(), 0, pos0};
+  SendStep(sequence_id, step);
   return absl::OkStatus();
 }
 
+void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
+  const std::vector<int32_t>& history = history_[sequence_id];
+  wire::Activation* a = Start(out_).mutable_activation();
+  a->set_sequence_id(sequence_id);
+  a->set_plan_id(plan_id_);
+  a->set_step(step.step);
+  a->set_pos0(step.pos0);
+  a->set_n_tokens(step.n_tokens);
+  a->mutable_tokens()->Add(history.begin() + step.pos0,
+                           history.begin() + step.pos0 + step.n_tokens);
+  a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
+  for (const std::string& id : stage_members_[0]) Send(id, out_);
+}
+
 absl::StatusOr<uint64_t> Coordinator::WaitAny() {
-  const absl::Time deadline = absl::Now() + options_.step_timeout;
+  absl::Time deadline = absl::Now() + options_.step_timeout;
   while (completed_.empty()) {
-    if (!worker_error_.empty()) {
-      const std::string error = std::move(worker_error_);
-      worker_error_.clear();
-      return absl::InternalError(error);
-    }
     if (pending_.empty()) return absl::FailedPreconditionError("no step in flight");
-    if (absl::Status s = CheckWorkersAlive(); !s.ok()) return s;
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("no logits within ", absl::FormatDuration(options_.step_timeout)));
+    // A failure: a worker reported an error, one is lost, or the step is overdue.
+    std::string failure;
+    std::vector<std::string> lost = LostWorkers();
+    if (!worker_error_.empty()) {
+      failure = std::move(worker_error_);
+      worker_error_.clear();
+    } else if (!lost.empty()) {
+      failure = absl::StrCat("lost worker(s) ", absl::StrJoin(lost, ", "));
+    } else if (absl::Now() > deadline) {
+      failure = absl::StrCat("no logits within ", absl::FormatDuration(options_.step_timeout));
+    }
+    if (!failure.empty()) {
+      if (options_.recovery_timeout <= absl::ZeroDuration() || recovering_) {
+        return absl::UnavailableError(failure);
+      }
+      if (absl::Status s = Recover(failure, lost); !s.ok()) return s;
+      deadline = absl::Now() + options_.step_timeout;
+      continue;
     }
     Pump(absl::Milliseconds(100));
   }
@@ -505,6 +563,7 @@ absl::Status Coordinator::Forward(uint64_t sequence_id, int pos0, std::span<cons
 }
 
 void Coordinator::EndSequence(uint64_t sequence_id) {
+  history_.erase(sequence_id);
   Start(out_).mutable_end_sequence()->set_sequence_id(sequence_id);
   for (const std::string& id : PlanWorkerIds()) Send(id, out_);
 }

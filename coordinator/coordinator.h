@@ -35,7 +35,16 @@ struct CoordinatorOptions {
   absl::Duration load_timeout = absl::Minutes(10);
   absl::Duration step_timeout = absl::Seconds(60);
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
-  absl::Duration worker_timeout = absl::Seconds(5);
+  // A plan worker silent this long is declared dead (so is one whose step is late past
+  // step_timeout, or that says it is leaving).
+  absl::Duration worker_timeout = absl::Seconds(2);
+  // Workers exit when they hear nothing from the coordinator for this long.
+  absl::Duration coordinator_timeout = absl::Seconds(10);
+  // Registered workers kept out of the plan to replace a dead one at once.
+  int spares = 0;
+  // Recovery: how long to wait for a worker able to hold a lost shard before giving up on the
+  // steps in flight (zero: no recovery, a lost worker fails the run).
+  absl::Duration recovery_timeout = absl::Seconds(60);
   PartitionKind kind = PartitionKind::kLayer;
   int context_length = 0;  // 0: the model's
   int max_batch = 64;
@@ -57,6 +66,9 @@ struct WorkerInfo {
   int pid = 0;
   bool has_model_file = false;
   absl::Time last_heard;
+  // When a send to it last failed because its connection is gone (a killed process closes
+  // its sockets at once), or InfinitePast.
+  absl::Time unreachable_since = absl::InfinitePast();
   int64_t step_time_us = 0;
 };
 
@@ -86,6 +98,8 @@ class Coordinator {
   absl::StatusOr<ShardPlan> Plan() const;
   // Assigns every shard, streams load progress to the log, waits until all are loaded.
   absl::Status Deploy(const ShardPlan& plan);
+  // Deploy, and when a worker is lost while loading, recover as during generation.
+  absl::Status DeployWithRecovery(const ShardPlan& plan);
 
   // One forward pass of `tokens` at pos0.. of sequence `sequence_id` through the stages;
   // writes the last token's logits.
@@ -97,8 +111,10 @@ class Coordinator {
   absl::Status Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
                       std::span<float> logits);
   absl::StatusOr<uint64_t> WaitAny();
-  // Frees the sequence's KV caches on every worker.
+  // Frees the sequence's KV caches on every worker (and the tokens kept to rebuild them).
   void EndSequence(uint64_t sequence_id);
+  // Recoveries so far (each re-planned, reloaded and replayed every live sequence).
+  int recoveries() const { return recoveries_; }
   // Tells every worker to exit.
   void Shutdown(const std::string& reason);
 
@@ -123,6 +139,18 @@ class Coordinator {
   Coordinator(const CoordinatorOptions& options, const ModelFile& model, zmq::context_t context);
   // Handles messages for up to `timeout`; returns after the first batch.
   void Pump(absl::Duration timeout);
+  // --- Recovery (coordinator/recovery.cc) ---
+  // Plan workers that are gone, silent past worker_timeout, or (with `step_late`) everyone
+  // whose step is overdue. Empty when all is well.
+  std::vector<std::string> LostWorkers() const;
+  // After a failure (`why`): declares `lost` dead, re-plans over the survivors and any spare
+  // or newly joined worker (waiting for one up to recovery_timeout), reloads, rebuilds every
+  // live sequence's KV cache by replaying its tokens, and resubmits the steps in flight.
+  absl::Status Recover(const std::string& why, const std::vector<std::string>& lost);
+  // Runs tokens [0, end) of `sequence` through the stages, discarding the logits.
+  absl::Status Replay(uint64_t sequence, int end);
+  // Waits for the one step in flight, without recovery.
+  absl::Status WaitForStep(uint64_t sequence);
   void HandleHello(const std::string& sender, const wire::Hello& hello);
   void SendHeartbeats();
   absl::Status CheckWorkersAlive() const;
@@ -155,14 +183,27 @@ class Coordinator {
     int n_tokens = 0;
     absl::Time submitted;
     uint64_t parts_received = 0;  // bit i: the part of logits_parts_[i] arrived
+    int pos0 = 0;  // the step's tokens are history_[sequence][pos0 ..]
   };
   // Files one part of a step's logits; true when the step is complete.
   bool AcceptLogits(PendingStep& pending, const wire::Logits& logits,
                     std::span<const uint8_t> frame);
   std::vector<std::string> PlanWorkerIds() const;
+  // Sends the activation of a step: tokens [pos0, pos0 + n) of the sequence's history.
+  void SendStep(uint64_t sequence_id, const PendingStep& step);
   std::map<uint64_t, PendingStep> pending_;
   std::deque<uint64_t> completed_;
   std::string worker_error_;
+  // Every token each live sequence has been fed, by position: what rebuilds its KV caches.
+  std::map<uint64_t, std::vector<int32_t>> history_;
+  // Workers declared dead: how often, and until when a new hello from them is refused.
+  struct Failures {
+    int count = 0;
+    absl::Time refused_until = absl::InfinitePast();
+  };
+  std::map<std::string, Failures> failures_;
+  int recoveries_ = 0;
+  bool recovering_ = false;
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;
   std::vector<int64_t> return_hop_us_;

@@ -37,6 +37,7 @@ absl::Status PartialSumExchange::Configure(const wire::Assign& assign, int dim,
   filled_.clear();
   filled_bytes_.clear();
   round_ = 0;
+  plan_id_ = assign.plan_id();
   deadline_ = deadline;
   group_size_ = assign.tensor_split() ? assign.group_endpoints_size() : 1;
   rank_ = assign.rank();
@@ -94,6 +95,7 @@ absl::Status PartialSumExchange::Send(int peer, std::span<const float> values,
   header_.set_protocol_version(wire::PROTOCOL_VERSION);
   wire::PartialSum* p = header_.mutable_partial_sum();
   p->set_round(round_);
+  p->set_plan_id(plan_id_);
   p->set_rank(rank_);
   p->set_sequence_id(sequence_id_);
   p->set_step(step_);
@@ -138,7 +140,7 @@ absl::Status PartialSumExchange::Collect(const std::vector<int>& needed, Reducti
     }
     const wire::PartialSum& p = in_.envelope().partial_sum();
     const std::span<const uint8_t> frame = in_.tensors()[0];
-    if (p.rank() < 0 || p.rank() >= group_size_ || p.rank() == rank_ ||
+    if (p.plan_id() != plan_id_ || p.rank() < 0 || p.rank() >= group_size_ || p.rank() == rank_ ||
         (p.round() != round_ && p.round() != round_ + 1) ||
         frame.size() > Slot(p.rank(), p.round()).size() * sizeof(float)) {
       in_.DropUnexpected(absl::StrCat("partial sum from rank ", p.rank(), " for round ",

@@ -78,6 +78,7 @@ class PartialSumExchange : public PartialSumReducer {
   std::vector<int> others_;                               // every rank but this one
   const std::vector<int> root_ = {0};
   uint64_t round_ = 0;
+  uint64_t plan_id_ = 0;  // partial sums of another plan (before a recovery) are dropped
   uint64_t sequence_id_ = 0;
   uint64_t step_ = 0;
   wire::Envelope header_;

@@ -1,9 +1,12 @@
 #include "worker/worker.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <memory>
+#include <map>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,7 @@
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
 #include "worker/expert_client.h"
+#include "worker/fault_injection.h"
 #include "worker/partial_sum_exchange.h"
 #include "worker/shard_runtime.h"
 #include "worker/weight_cache.h"
@@ -86,6 +90,11 @@ class WorkerLoop {
   absl::Status exit_status_;
   absl::Duration heartbeat_interval_ = absl::Milliseconds(500);
   absl::Duration coordinator_timeout_ = absl::Seconds(10);
+  absl::Duration peer_timeout_ = absl::Seconds(2);  // partial sums, expert outputs
+  absl::Time next_hello_ = absl::InfinitePast();
+  Fault fault_;
+  // The last step run for each sequence: a duplicated or replayed-too-late activation is dropped.
+  std::map<uint64_t, uint64_t> last_step_;
   absl::Time last_heard_ = absl::Now();
   absl::Time last_sent_ = absl::InfinitePast();
   int64_t recent_step_us_ = 0;
@@ -94,6 +103,9 @@ class WorkerLoop {
 };
 
 absl::Status WorkerLoop::Setup() {
+  auto fault = ParseFault(options_.inject);
+  if (!fault.ok()) return fault.status();
+  fault_ = *fault;
   if (!options_.model_path.empty()) {
     auto model = ModelFile::Open(options_.model_path);
     if (!model.ok()) return model.status();
@@ -262,7 +274,9 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     SendToCoordinator(out_);
   };
   // A peer that stays silent this long mid-reduction fails the step.
-  if (absl::Status s = reduce_->Configure(assign, model_->config().dim, coordinator_timeout_);
+  if (fault_.kind == Fault::Kind::kKillAtLoad) raise(SIGKILL);
+  last_step_.clear();
+  if (absl::Status s = reduce_->Configure(assign, model_->config().dim, peer_timeout_);
       !s.ok()) {
     return s;
   }
@@ -272,7 +286,7 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
   if (!shard.ok()) return shard.status();
   shard_ = *std::move(shard);
   if (absl::Status s = experts_->Configure(assign, shard_->expert_bank(), model_->config().dim,
-                                           coordinator_timeout_);
+                                           peer_timeout_);
       !s.ok()) {
     return s;
   }
@@ -303,9 +317,18 @@ absl::Status WorkerLoop::HandleControl() {
     switch (env.body_case()) {
       case wire::Envelope::kWelcome: {
         if (absl::Status s = CheckProtocolVersion(env); !s.ok()) return s;
+        if (!env.welcome().accepted() && env.welcome().retry_after_ms() > 0) {
+          // Kept out for a while (it failed recently): ask again then.
+          spdlog::warn("worker {}: {}", options_.id, env.welcome().reason());
+          next_hello_ = absl::Now() + absl::Milliseconds(env.welcome().retry_after_ms());
+          break;
+        }
         if (!env.welcome().accepted()) {
           return absl::PermissionDeniedError(
               absl::StrCat("the coordinator refused this worker: ", env.welcome().reason()));
+        }
+        if (env.welcome().peer_timeout_ms() > 0) {
+          peer_timeout_ = absl::Milliseconds(env.welcome().peer_timeout_ms());
         }
         welcomed_ = true;
         if (env.welcome().heartbeat_interval_ms() > 0) {
@@ -336,6 +359,7 @@ absl::Status WorkerLoop::HandleControl() {
         break;
       case wire::Envelope::kEndSequence:
         if (shard_) shard_->EndSequence(env.end_sequence().sequence_id());
+        last_step_.erase(env.end_sequence().sequence_id());
         break;
       case wire::Envelope::kHeartbeat:
         break;
@@ -355,6 +379,24 @@ void WorkerLoop::HandleActivation(Channel& in) {
   if (shard_ == nullptr) {
     in.DropUnexpected("activation before a shard was loaded");
     return;
+  }
+  if (a.plan_id() != shard_->assign().plan_id()) {
+    in.DropUnexpected(absl::StrCat("activation of plan ", a.plan_id(), ", running plan ",
+                                   shard_->assign().plan_id()));
+    return;
+  }
+  if (auto it = last_step_.find(a.sequence_id()); it != last_step_.end() && a.step() <= it->second) {
+    in.DropUnexpected(absl::StrCat("step ", a.step(), " of sequence ", a.sequence_id(),
+                                   " again (a duplicate)"));
+    return;
+  }
+  last_step_[a.sequence_id()] = a.step();
+  const int stall_ms = fault_.stall_ms;
+  const Fault::Kind fault = fault_.FireAt(a.step());
+  if (fault != Fault::Kind::kNone) {
+    spdlog::warn("worker {}: injected fault at step {}", options_.id, a.step());
+    if (fault == Fault::Kind::kKill) raise(SIGKILL);
+    if (fault == Fault::Kind::kStall) std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
   }
   const std::span<const uint8_t> frame =
       in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
@@ -383,8 +425,11 @@ void WorkerLoop::HandleActivation(Channel& in) {
   };
   recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
 
+  if (fault == Fault::Kind::kDrop) return;
   out_.Clear();
-  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  // A garbled envelope: the receiver must drop it (and the coordinator recover the step).
+  out_.set_protocol_version(fault == Fault::Kind::kCorrupt ? 0xbad : wire::PROTOCOL_VERSION);
+  const int copies = fault == Fault::Kind::kDuplicate ? 2 : 1;
   const std::span<const float> result = shard_->output();
   if (shard_->slice().head) {
     wire::Logits* logits = out_.mutable_logits();
@@ -397,11 +442,12 @@ void WorkerLoop::HandleActivation(Channel& in) {
     logits->set_sent_at_us(NowMicros());
     const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
                                          result.size_bytes());
-    SendToCoordinator(out_, {&bytes, 1});
+    for (int i = 0; i < copies; ++i) SendToCoordinator(out_, {&bytes, 1});
     return;
   }
   wire::Activation* next = out_.mutable_activation();
   next->set_sequence_id(a.sequence_id());
+  next->set_plan_id(a.plan_id());
   next->set_step(a.step());
   next->set_pos0(a.pos0());
   next->set_n_tokens(a.n_tokens());
@@ -414,10 +460,12 @@ void WorkerLoop::HandleActivation(Channel& in) {
                                          static_cast<size_t>(shard_->dim())));
   EncodeActivations(type, result, encoded_.data());
   const std::span<const uint8_t> bytes(encoded_);
-  for (const std::unique_ptr<Channel>& next_member : next_) {
-    if (absl::Status s = next_member->Send(out_, {&bytes, 1}); !s.ok()) {
-      SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
-      return;
+  for (int i = 0; i < copies; ++i) {
+    for (const std::unique_ptr<Channel>& next_member : next_) {
+      if (absl::Status s = next_member->Send(out_, {&bytes, 1}); !s.ok()) {
+        SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
+        return;
+      }
     }
   }
 }
@@ -446,7 +494,7 @@ absl::Status WorkerLoop::Run() {
       }
     }
     const absl::Time now = absl::Now();
-    if (!welcomed_ && now - last_hello > options_.hello_retry) {
+    if (!welcomed_ && now - last_hello > options_.hello_retry && now >= next_hello_) {
       SendHello();  // the coordinator may have started after us
       last_hello = now;
     }

@@ -31,6 +31,7 @@ struct WorkerOptions {
   std::string cache_dir;       // streamed weights (empty: DefaultWeightCacheDir())
   std::string advertise_host;  // address peers use to reach this worker's data socket
   absl::Duration hello_retry = absl::Seconds(1);
+  std::string inject;  // a fault to inflict on itself (worker/fault_injection.h); empty: none
 };
 
 // Runs until the coordinator says shutdown, goes silent, or `*stop` becomes true (signal).

@@ -1,0 +1,147 @@
+// The coordinator's failure recovery: declare the lost workers dead, re-plan over whoever is
+// left (a spare first, or a worker that joins), reload, rebuild every live sequence's KV caches
+// by replaying its tokens, and resubmit the steps that were in flight. The generation loop
+// above sees only a slower step: no token is lost or repeated.
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "coordinator/coordinator.h"
+#include "partitioner/plan_format.h"
+#include "spdlog/spdlog.h"
+
+namespace shardrun {
+
+std::vector<std::string> Coordinator::LostWorkers() const {
+  std::vector<std::string> lost;
+  for (const std::string& id : PlanWorkerIds()) {
+    auto it = workers_.find(id);
+    if (it == workers_.end()) {
+      lost.push_back(id);
+      continue;
+    }
+    const absl::Time now = absl::Now();
+    const absl::Duration silent = now - it->second.last_heard;
+    // Its connection is gone and it has said nothing since: a killed process (a network
+    // blip reconnects, and the worker speaks again within a heartbeat).
+    const bool unreachable = it->second.unreachable_since != absl::InfinitePast() &&
+                             now - it->second.unreachable_since > absl::Milliseconds(200) &&
+                             silent > options_.heartbeat_interval;
+    if (unreachable || silent > options_.worker_timeout) lost.push_back(id);
+  }
+  return lost;
+}
+
+absl::Status Coordinator::WaitForStep(uint64_t sequence) {
+  const absl::Time deadline = absl::Now() + options_.step_timeout;
+  while (true) {
+    if (auto it = std::find(completed_.begin(), completed_.end(), sequence);
+        it != completed_.end()) {
+      completed_.erase(it);
+      return absl::OkStatus();
+    }
+    if (!worker_error_.empty()) {
+      const std::string error = std::move(worker_error_);
+      worker_error_.clear();
+      return absl::UnavailableError(error);
+    }
+    if (std::vector<std::string> lost = LostWorkers(); !lost.empty()) {
+      return absl::UnavailableError(absl::StrCat("lost worker(s) ", absl::StrJoin(lost, ", ")));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no logits within ", absl::FormatDuration(options_.step_timeout)));
+    }
+    Pump(absl::Milliseconds(100));
+  }
+}
+
+absl::Status Coordinator::Replay(uint64_t sequence, int end) {
+  std::vector<float> discard(static_cast<size_t>(model_.config().vocab_size));
+  for (int pos = 0; pos < end; pos += options_.max_batch) {
+    PendingStep& step = pending_[sequence];
+    step = PendingStep{next_step_++, discard, std::min(options_.max_batch, end - pos),
+                       absl::Now(), 0, pos};
+    SendStep(sequence, step);
+    if (absl::Status s = WaitForStep(sequence); !s.ok()) {
+      pending_.erase(sequence);
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Recover(const std::string& why, const std::vector<std::string>& lost) {
+  recovering_ = true;
+  ++recoveries_;
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + options_.recovery_timeout;
+  spdlog::warn("recovering: {}", why);
+  // The steps in flight start again once the caches are rebuilt.
+  std::map<uint64_t, PendingStep> in_flight;
+  in_flight.swap(pending_);
+  std::vector<std::string> dead = lost;
+  std::string problem = why;
+  absl::Time last_report = absl::InfinitePast();
+  absl::Status result;
+  while (true) {
+    for (const std::string& id : dead) {
+      if (workers_.erase(id) == 0 && failures_.contains(id)) continue;
+      streamer_.Cancel(id);
+      Failures& f = failures_[id];
+      ++f.count;
+      // A flapping worker waits 1 s, 2 s, 4 s ... (at most a minute) before it may rejoin.
+      f.refused_until =
+          absl::Now() + std::min(absl::Seconds(60), absl::Seconds(std::pow(2.0, f.count - 1)));
+      spdlog::warn("worker {} declared dead", id);
+    }
+    auto plan = Plan();
+    if (plan.ok()) {
+      absl::Status s = Deploy(*plan);
+      for (auto it = history_.begin(); s.ok() && it != history_.end(); ++it) {
+        auto flight = in_flight.find(it->first);
+        const int end = flight != in_flight.end() ? flight->second.pos0
+                                                   : static_cast<int>(it->second.size());
+        s = Replay(it->first, end);
+      }
+      if (s.ok()) {
+        for (auto& [sequence, step] : in_flight) {
+          step.step = next_step_++;
+          step.submitted = absl::Now();
+          step.parts_received = 0;
+          pending_[sequence] = step;
+          SendStep(sequence, pending_[sequence]);
+        }
+        spdlog::warn("recovered in {:.0f} ms on {} worker(s); {} sequence(s) replayed",
+                     absl::ToDoubleMilliseconds(absl::Now() - start), plan->workers.size(),
+                     history_.size());
+        spdlog::info("new plan:\n{}", FormatPlan(*plan));
+        break;
+      }
+      problem = std::string(s.message());
+      spdlog::warn("recovery attempt failed: {}", problem);
+    } else {
+      problem = std::string(plan.status().message());
+    }
+    if (absl::Now() > deadline) {
+      result = absl::UnavailableError(absl::StrCat(
+          "cannot recover from (", why, "): ", problem, "; no worker that could hold the lost "
+          "shard joined within ", absl::FormatDuration(options_.recovery_timeout)));
+      break;
+    }
+    if (absl::Now() - last_report > absl::Seconds(5)) {
+      spdlog::warn("waiting for a worker to join ({} left): {}",
+                   absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
+                   problem);
+      last_report = absl::Now();
+    }
+    Pump(absl::Milliseconds(100));
+    dead = LostWorkers();
+  }
+  recovering_ = false;
+  return result;
+}
+
+}  // namespace shardrun

@@ -1,0 +1,36 @@
+// Faults a worker can inflict on itself, for testing recovery (off unless asked for).
+//
+// Given as `--inject SPEC` or SHARDRUN_INJECT=SPEC, SPEC being one of
+//   kill@step=N           SIGKILL itself when the activation of step N arrives
+//   kill@load             SIGKILL itself while loading its shard
+//   stall@step=N:ms=M     stop answering for M ms at step N (a hung tab)
+//   drop@step=N           compute step N but never send its result
+//   duplicate@step=N      send the result of step N twice
+//   corrupt@step=N        send step N's result with a garbled envelope
+// Steps are the coordinator's step numbers (Activation.step). Each fault fires once.
+#ifndef SHARDRUN_WORKER_FAULT_INJECTION_H_
+#define SHARDRUN_WORKER_FAULT_INJECTION_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace shardrun {
+
+struct Fault {
+  enum class Kind { kNone, kKill, kKillAtLoad, kStall, kDrop, kDuplicate, kCorrupt };
+  Kind kind = Kind::kNone;
+  uint64_t step = 0;
+  int stall_ms = 0;
+
+  // The fault's kind when `at_step` is its step (then it is spent), else kNone.
+  Kind FireAt(uint64_t at_step);
+};
+
+// Parses SPEC (empty: no fault).
+absl::StatusOr<Fault> ParseFault(const std::string& spec);
+
+}  // namespace shardrun
+
+#endif  // SHARDRUN_WORKER_FAULT_INJECTION_H_
