@@ -53,6 +53,7 @@ struct ClusterFlags {
   double recovery_timeout_s = 60;
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
+  bool no_rebalance = false;
   std::string inject;  // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   GenerationFlags generation;
 };
@@ -211,6 +212,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.recovery_timeout = absl::Seconds(flags.recovery_timeout_s);
   options.step_timeout = absl::Seconds(flags.step_timeout_s);
   options.worker_timeout = absl::Seconds(flags.worker_timeout_s);
+  options.rebalance = !flags.no_rebalance;
   if (flags.spares < 0 || (flags.spares > 0 && !local)) {
     return absl::InvalidArgumentError("--spares K starts K extra local workers");
   }
@@ -355,6 +357,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "Seconds to wait for a worker able to hold a lost shard (0: no recovery)");
   cmd->add_option("--step-timeout", flags->step_timeout_s,
                   "Seconds a step may take before the coordinator recovers it");
+  cmd->add_flag("--no-rebalance", flags->no_rebalance,
+                "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,
                   "Seconds of silence after which a worker is declared dead");
   cmd->add_option("--calibrate", flags->calibrate,

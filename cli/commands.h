@@ -12,6 +12,8 @@ void AddInspectCommand(CLI::App& app, int* exit_code);   // cli/inspect_command.
 void AddSynthCommand(CLI::App& app, int* exit_code);     // cli/synth_command.cc
 void AddWorkerCommand(CLI::App& app, int* exit_code);    // cli/worker_command.cc
 void AddDevicesCommand(CLI::App& app, int* exit_code);   // cli/devices_command.cc
+void AddKeygenCommand(CLI::App& app, int* exit_code);    // cli/keygen_command.cc
+void AddTokenCommand(CLI::App& app, int* exit_code);     // cli/token_command.cc
 // The root command (`shardrun --shards N MODEL`) and `shardrun coordinator`.
 void AddClusterCommands(CLI::App& app, int* exit_code);  // cli/cluster_command.cc
 

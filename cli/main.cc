@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   shardrun::AddSynthCommand(app, &exit_code);
   shardrun::AddWorkerCommand(app, &exit_code);
   shardrun::AddDevicesCommand(app, &exit_code);
+  shardrun::AddKeygenCommand(app, &exit_code);
+  shardrun::AddTokenCommand(app, &exit_code);
   shardrun::AddClusterCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

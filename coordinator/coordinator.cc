@@ -242,6 +242,10 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
       st.hop_us.push_back(t.wait_us());
+      if (pending.n_tokens == 1) {
+        st.decode_steps++;
+        st.decode_compute_us += t.compute_us();
+      }
       st.expert_calls.resize(std::max(st.expert_calls.size(), size_t(t.expert_calls_size())));
       for (int w = 0; w < t.expert_calls_size(); ++w) st.expert_calls[w] += t.expert_calls(w);
     }
@@ -326,7 +330,28 @@ absl::StatusOr<ShardPlan> Coordinator::Plan() const {
   const size_t size = static_cast<size_t>(std::max(1, options_.expected_workers - options_.spares));
   if (order.size() > size) order.resize(size);
   std::vector<WorkerBudget> budgets;
-  for (const std::string& id : order) budgets.push_back(workers_.at(id).budget);
+  for (const std::string& id : order) {
+    budgets.push_back(workers_.at(id).budget);
+    if (auto it = measured_speed_.find(id); it != measured_speed_.end()) {
+      budgets.back().compute_capacity = it->second;
+    }
+  }
+  // A worker not measured yet is assumed as fast as the measured mean per declared thread.
+  if (!measured_speed_.empty()) {
+    double per_thread = 0;
+    int n = 0;
+    for (const std::string& id : order) {
+      if (auto it = measured_speed_.find(id); it != measured_speed_.end()) {
+        per_thread += it->second / std::max(1, workers_.at(id).budget.threads);
+        ++n;
+      }
+    }
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (n > 0 && !measured_speed_.contains(order[i])) {
+        budgets[i].compute_capacity = per_thread / n * std::max(1, budgets[i].threads);
+      }
+    }
+  }
   PlanOptions plan_options;
   plan_options.kind = options_.kind;
   plan_options.context_length = context_length();
@@ -346,6 +371,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   stage_members_.clear();
   logits_parts_.clear();
   stage_times_.assign(plan.stages.size(), StageTimes{});
+  balance_mark_.assign(plan.stages.size(), {0, 0});
   for (const Stage& stage : plan.stages) {
     std::vector<std::string>& members = stage_members_.emplace_back();
     for (int a : stage.assignments) {
@@ -492,6 +518,7 @@ absl::Status Coordinator::DeployWithRecovery(const ShardPlan& plan) {
 absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const int32_t> tokens,
                                  std::span<float> logits) {
   if (stage_members_.empty()) return absl::FailedPreconditionError("no plan deployed");
+  if (absl::Status s = MaybeRebalance(); !s.ok()) return s;
   if (pending_.contains(sequence_id)) {
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", sequence_id, " already has a step in flight"));

@@ -45,6 +45,8 @@ struct CoordinatorOptions {
   // Recovery: how long to wait for a worker able to hold a lost shard before giving up on the
   // steps in flight (zero: no recovery, a lost worker fails the run).
   absl::Duration recovery_timeout = absl::Seconds(60);
+  // Move layer boundaries when a stage is persistently slower (coordinator/load_balance.cc).
+  bool rebalance = true;
   PartitionKind kind = PartitionKind::kLayer;
   int context_length = 0;  // 0: the model's
   int max_batch = 64;
@@ -80,6 +82,8 @@ struct StageTimes {
   int64_t sync_bytes = 0;  // partial-sum bytes one member sent
   std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
+  int64_t decode_steps = 0;       // one-token steps, and their compute time (load balancing)
+  int64_t decode_compute_us = 0;
 };
 
 class Coordinator {
@@ -115,6 +119,7 @@ class Coordinator {
   void EndSequence(uint64_t sequence_id);
   // Recoveries so far (each re-planned, reloaded and replayed every live sequence).
   int recoveries() const { return recoveries_; }
+  int rebalances() const { return rebalances_; }
   // Tells every worker to exit.
   void Shutdown(const std::string& reason);
 
@@ -147,6 +152,9 @@ class Coordinator {
   // or newly joined worker (waiting for one up to recovery_timeout), reloads, rebuilds every
   // live sequence's KV cache by replaying its tokens, and resubmits the steps in flight.
   absl::Status Recover(const std::string& why, const std::vector<std::string>& lost);
+  // Between tokens (nothing in flight): re-plans with measured worker speeds when a stage is
+  // persistently the bottleneck and the new split is clearly faster; replays the sequences.
+  absl::Status MaybeRebalance();
   // Runs tokens [0, end) of `sequence` through the stages, discarding the logits.
   absl::Status Replay(uint64_t sequence, int end);
   // Waits for the one step in flight, without recovery.
@@ -203,6 +211,11 @@ class Coordinator {
   };
   std::map<std::string, Failures> failures_;
   int recoveries_ = 0;
+  int rebalances_ = 0;
+  // Load balancing: each worker's measured speed (bytes read per us), which replaces its
+  // declared capacity in plans; and each stage's (decode steps, compute us) at the last look.
+  std::map<std::string, double> measured_speed_;
+  std::vector<std::pair<int64_t, int64_t>> balance_mark_;
   bool recovering_ = false;
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;

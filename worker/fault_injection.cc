@@ -9,7 +9,9 @@
 namespace shardrun {
 
 Fault::Kind Fault::FireAt(uint64_t at_step) {
-  if (kind == Kind::kNone || kind == Kind::kKillAtLoad || at_step != step) return Kind::kNone;
+  if (kind == Kind::kNone || kind == Kind::kKillAtLoad || kind == Kind::kSlow || at_step != step) {
+    return Kind::kNone;
+  }
   const Kind fired = kind;
   kind = Kind::kNone;  // spent
   return fired;
@@ -21,11 +23,16 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
   auto bad = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
         "--inject ", spec, ": expected kill@step=N, kill@load, stall@step=N:ms=M, drop@step=N, "
-        "duplicate@step=N or corrupt@step=N"));
+        "duplicate@step=N, corrupt@step=N or slow@ms=M"));
   };
   const std::vector<std::string> parts = absl::StrSplit(spec, '@');
   if (parts.size() != 2) return bad();
   const std::string& what = parts[0];
+  if (what == "slow" && parts[1].starts_with("ms=") &&
+      absl::SimpleAtoi(parts[1].substr(3), &fault.stall_ms) && fault.stall_ms > 0) {
+    fault.kind = Fault::Kind::kSlow;
+    return fault;
+  }
   if (what == "kill" && parts[1] == "load") {
     fault.kind = Fault::Kind::kKillAtLoad;
     return fault;

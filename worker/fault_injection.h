@@ -7,7 +7,8 @@
 //   drop@step=N           compute step N but never send its result
 //   duplicate@step=N      send the result of step N twice
 //   corrupt@step=N        send step N's result with a garbled envelope
-// Steps are the coordinator's step numbers (Activation.step). Each fault fires once.
+//   slow@ms=M             take M ms longer over every step (a throttled tab; lasts)
+// Steps are the coordinator's step numbers (Activation.step). Each fault but slow fires once.
 #ifndef SHARDRUN_WORKER_FAULT_INJECTION_H_
 #define SHARDRUN_WORKER_FAULT_INJECTION_H_
 
@@ -19,7 +20,7 @@
 namespace shardrun {
 
 struct Fault {
-  enum class Kind { kNone, kKill, kKillAtLoad, kStall, kDrop, kDuplicate, kCorrupt };
+  enum class Kind { kNone, kKill, kKillAtLoad, kStall, kDrop, kDuplicate, kCorrupt, kSlow };
   Kind kind = Kind::kNone;
   uint64_t step = 0;
   int stall_ms = 0;

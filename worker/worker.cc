@@ -406,6 +406,9 @@ void WorkerLoop::HandleActivation(Channel& in) {
     SendError(std::string(s.message()), a.sequence_id());
     return;
   }
+  if (fault_.kind == Fault::Kind::kSlow) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(fault_.stall_ms));
+  }
   const int64_t compute_us = NowMicros() - t0;
   const ReductionStats sync = reduce_->TakeStats();
   const wire::Assign& assign = shard_->assign();
