@@ -54,6 +54,7 @@ struct ClusterFlags {
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
   bool no_rebalance = false;
+  double coordinator_timeout_s = 10;
   std::string inject;  // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   GenerationFlags generation;
 };
@@ -213,6 +214,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.step_timeout = absl::Seconds(flags.step_timeout_s);
   options.worker_timeout = absl::Seconds(flags.worker_timeout_s);
   options.rebalance = !flags.no_rebalance;
+  options.coordinator_timeout = absl::Seconds(flags.coordinator_timeout_s);
   if (flags.spares < 0 || (flags.spares > 0 && !local)) {
     return absl::InvalidArgumentError("--spares K starts K extra local workers");
   }
@@ -357,6 +359,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "Seconds to wait for a worker able to hold a lost shard (0: no recovery)");
   cmd->add_option("--step-timeout", flags->step_timeout_s,
                   "Seconds a step may take before the coordinator recovers it");
+  cmd->add_option("--coordinator-timeout", flags->coordinator_timeout_s,
+                  "Seconds of coordinator silence after which workers exit (or, with "
+                  "--wait-coordinator, wait for a new one)");
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

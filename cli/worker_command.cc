@@ -54,6 +54,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--cache-dir", flags->options.cache_dir,
                   "Where streamed weights are kept (default: $XDG_CACHE_HOME/shardrun/weights "
                   "or ~/.cache/shardrun/weights)");
+  cmd->add_flag("--wait-coordinator", flags->options.wait_coordinator,
+                "When the coordinator goes away, wait for a new one instead of exiting");
   cmd->add_option("--inject", flags->options.inject,
                   "Testing: a fault to inflict on itself, e.g. kill@step=7 (also SHARDRUN_INJECT)");
   cmd->add_option("--advertise", flags->options.advertise_host,

@@ -105,6 +105,12 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   welcome->set_accepted(true);
   WorkerInfo& info = workers_[sender];
   const bool again = info.pid != 0;
+  if (again && info.pid != hello.capabilities().pid()) {
+    // A new process under the same name: the old one (and its shard) is gone.
+    spdlog::warn("worker {} restarted (pid {} -> {})", sender, info.pid,
+                 hello.capabilities().pid());
+    replaced_.insert(sender);
+  }
   info.budget.worker_id = sender;
   info.budget.host = hello.capabilities().host();
   info.budget.memory_bytes = hello.budget().memory_bytes();
@@ -143,6 +149,7 @@ void Coordinator::Pump(absl::Duration timeout) {
     } else if (env.body_case() != wire::Envelope::kHello) {
       // Declared dead (or never registered): it must not think it still holds a shard.
       Start(out_).mutable_shutdown()->set_reason("not a registered worker (declared dead?)");
+      out_.mutable_shutdown()->set_register_again(true);
       Send(sender, out_);
       control_.DropUnexpected(absl::StrCat("message from unregistered worker ", sender));
       got = control_.ReceiveNow();

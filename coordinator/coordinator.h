@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <memory>
 #include <span>
 #include <string>
@@ -211,6 +212,8 @@ class Coordinator {
   };
   std::map<std::string, Failures> failures_;
   int recoveries_ = 0;
+  // Plan workers that registered again as a new process: their shard is lost.
+  std::set<std::string> replaced_;
   int rebalances_ = 0;
   // Load balancing: each worker's measured speed (bytes read per us), which replaces its
   // declared capacity in plans; and each stage's (decode steps, compute us) at the last look.

@@ -18,7 +18,7 @@ std::vector<std::string> Coordinator::LostWorkers() const {
   std::vector<std::string> lost;
   for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
-    if (it == workers_.end()) {
+    if (it == workers_.end() || replaced_.contains(id)) {
       lost.push_back(id);
       continue;
     }
@@ -88,6 +88,11 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
   absl::Status result;
   while (true) {
     for (const std::string& id : dead) {
+      if (replaced_.erase(id) > 0) {
+        // Its new process is registered already and may take a shard again.
+        spdlog::warn("worker {} lost its shard when it restarted", id);
+        continue;
+      }
       if (workers_.erase(id) == 0 && failures_.contains(id)) continue;
       streamer_.Cancel(id);
       Failures& f = failures_[id];

@@ -3,7 +3,10 @@
 // garbled messages; a worker killed while loading. Every run must end with exactly the
 // single-process tokens (or, when nothing can hold the lost shard, the documented error) and
 // leave no process behind. SHARDRUN_FAULT_RUNS=N runs N seeded kills instead of 20.
+#include <signal.h>
+
 #include <cstdlib>
+#include <memory>
 #include <fstream>
 #include <random>
 #include <string>
@@ -17,7 +20,10 @@
 namespace shardrun {
 namespace {
 
+using ::shardrun::testing::BackgroundShardrun;
 using ::shardrun::testing::CommandResult;
+using ::shardrun::testing::FreePort;
+using ::shardrun::testing::WaitForFileCondition;
 using ::shardrun::testing::IdsAfter;
 using ::shardrun::testing::MakeTempDir;
 using ::shardrun::testing::ProcessAlive;
@@ -167,6 +173,53 @@ TEST(RecoveryTest, NothingCanHoldTheShardGivesTheDocumentedError) {
   EXPECT_NE(r.err.find("cannot recover"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("no worker that could hold the lost shard joined"), std::string::npos)
       << r.err;
+}
+
+// A worker started with --wait-coordinator outlives a killed coordinator and serves the next
+// one on the same address; one killed and restarted under the same identity rejoins as a
+// replacement and the answer stays identical.
+TEST(RecoveryTest, WorkersOutliveACoordinatorAndRejoinUnderTheirIdentity) {
+  const std::string want = Reference(Stories());
+  const std::string endpoint = absl::StrCat("tcp://127.0.0.1:", FreePort());
+  auto worker = [&](const std::string& id, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"worker", "--connect", endpoint, "--id", id, "--model",
+                                     SharedPath("models/stories260K.bin"), "--wait-coordinator"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<BackgroundShardrun>(args);
+  };
+  auto coordinator = [&](const std::string& shards, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"coordinator", "--listen", endpoint, "--shards", shards,
+                                     "--coordinator-timeout", "2", "--register-timeout", "60"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    for (const std::string& a : Generation(Stories())) args.push_back(a);
+    return std::make_unique<BackgroundShardrun>(args);
+  };
+  auto a = worker("a");
+  auto b = worker("b", {"--inject", "kill@step=20"});
+  {
+    // The first coordinator waits for a third worker that never comes; it is killed.
+    auto first = coordinator("3");
+    ASSERT_TRUE(WaitForFileCondition(first->err_path(), 30000, [&] {
+      return RegisteredWorkerPids(first->err()).size() == 2;
+    })) << first->err();
+    kill(first->pid(), SIGKILL);
+    EXPECT_EQ(first->Wait(10000), 128 + SIGKILL);
+  }
+  // The second one gets both; b dies at step 20 and comes back under its own name.
+  auto second = coordinator("2");
+  ASSERT_TRUE(WaitForFileCondition(second->err_path(), 30000, [&] {
+    return second->err().find("injected fault") != std::string::npos ||
+           b->Wait(0) >= 0;
+  }));
+  EXPECT_EQ(b->Wait(20000), 128 + SIGKILL);
+  auto b_again = worker("b");
+  EXPECT_EQ(second->Wait(60000), 0) << second->err();
+  EXPECT_EQ(absl::StrJoin(IdsAfter(second->err(), "generated_ids"), ","), want) << second->err();
+  EXPECT_NE(second->err().find("recovered in"), std::string::npos) << second->err();
+  // The coordinator's shutdown ends the workers.
+  EXPECT_EQ(a->Wait(20000), 0) << a->err();
+  EXPECT_EQ(b_again->Wait(20000), 0) << b_again->err();
+  EXPECT_NE(a->err().find("waiting for a coordinator"), std::string::npos) << a->err();
 }
 
 }  // namespace

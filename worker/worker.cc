@@ -57,6 +57,8 @@ class WorkerLoop {
  private:
   absl::Status Setup();
   void SendHello();
+  // --wait-coordinator: back to the state before registration, asking again.
+  void ForgetCoordinator(const std::string& why);
   absl::Status HandleControl();
   void HandleActivation(Channel& in);
   absl::Status HandleAssign(const wire::Assign& assign);
@@ -170,6 +172,17 @@ void WorkerLoop::SendHello() {
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
   SendToCoordinator(out_);
+}
+
+void WorkerLoop::ForgetCoordinator(const std::string& why) {
+  spdlog::warn("worker {}: {}; dropping the shard and waiting for a coordinator at {}",
+               options_.id, why, options_.connect);
+  shard_.reset();
+  receiver_.reset();
+  last_step_.clear();
+  welcomed_ = false;
+  next_hello_ = absl::InfinitePast();
+  SendHello();
 }
 
 void WorkerLoop::SendToCoordinator(const wire::Envelope& envelope,
@@ -364,6 +377,11 @@ absl::Status WorkerLoop::HandleControl() {
       case wire::Envelope::kHeartbeat:
         break;
       case wire::Envelope::kShutdown:
+        if (env.shutdown().register_again() && options_.wait_coordinator) {
+          // A new coordinator that does not know us yet.
+          ForgetCoordinator("the coordinator does not know this worker");
+          break;
+        }
         spdlog::debug("worker {}: shutdown ({})", options_.id, env.shutdown().reason());
         done_ = true;
         return absl::OkStatus();
@@ -508,7 +526,10 @@ absl::Status WorkerLoop::Run() {
       out_.mutable_heartbeat()->set_step_time_us(recent_step_us_);
       SendToCoordinator(out_);
     }
-    if (now - last_heard_ > coordinator_timeout_) {
+    if (now - last_heard_ > coordinator_timeout_ && options_.wait_coordinator) {
+      if (welcomed_) ForgetCoordinator("the coordinator went silent");
+      last_heard_ = now;
+    } else if (now - last_heard_ > coordinator_timeout_) {
       return absl::UnavailableError(
           absl::StrCat("no word from the coordinator at ", options_.connect, " for ",
                        absl::FormatDuration(now - last_heard_), "; exiting"));

@@ -32,6 +32,9 @@ struct WorkerOptions {
   std::string advertise_host;  // address peers use to reach this worker's data socket
   absl::Duration hello_retry = absl::Seconds(1);
   std::string inject;  // a fault to inflict on itself (worker/fault_injection.h); empty: none
+  // When the coordinator goes silent (or a new one does not know it): drop the shard and wait
+  // for a coordinator at `connect` instead of exiting.
+  bool wait_coordinator = false;
 };
 
 // Runs until the coordinator says shutdown, goes silent, or `*stop` becomes true (signal).
