@@ -20,6 +20,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/expert_client.h"
 #include "worker/fault_injection.h"
+#include "worker/heartbeat_thread.h"
 #include "worker/partial_sum_exchange.h"
 #include "worker/shard_runtime.h"
 #include "worker/weight_cache.h"
@@ -100,6 +101,7 @@ class WorkerLoop {
   absl::Time last_heard_ = absl::Now();
   absl::Time last_sent_ = absl::InfinitePast();
   int64_t recent_step_us_ = 0;
+  std::unique_ptr<HeartbeatThread> pulse_;  // while registered
   wire::Envelope out_;            // reused for every message sent
   std::vector<uint8_t> encoded_;  // encoded hidden state, reused
 };
@@ -180,6 +182,7 @@ void WorkerLoop::ForgetCoordinator(const std::string& why) {
   shard_.reset();
   receiver_.reset();
   last_step_.clear();
+  pulse_.reset();
   welcomed_ = false;
   next_hello_ = absl::InfinitePast();
   SendHello();
@@ -347,6 +350,8 @@ absl::Status WorkerLoop::HandleControl() {
         if (env.welcome().heartbeat_interval_ms() > 0) {
           heartbeat_interval_ = absl::Milliseconds(env.welcome().heartbeat_interval_ms());
         }
+        pulse_ = std::make_unique<HeartbeatThread>(context_, options_.connect, options_.id,
+                                                   heartbeat_interval_);
         if (env.welcome().coordinator_timeout_ms() > 0) {
           coordinator_timeout_ = absl::Milliseconds(env.welcome().coordinator_timeout_ms());
         }
@@ -445,6 +450,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
     }
   };
   recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
+  if (pulse_) pulse_->set_step_time_us(recent_step_us_);
 
   if (fault == Fault::Kind::kDrop) return;
   out_.Clear();
