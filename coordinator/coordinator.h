@@ -215,6 +215,7 @@ class Coordinator {
   // Plan workers that registered again as a new process: their shard is lost.
   std::set<std::string> replaced_;
   int rebalances_ = 0;
+  int imbalanced_windows_ = 0;  // load balancing: windows in a row with a slow stage
   // Load balancing: each worker's measured speed (bytes read per us), which replaces its
   // declared capacity in plans; and each stage's (decode steps, compute us) at the last look.
   std::map<std::string, double> measured_speed_;

@@ -19,7 +19,11 @@ namespace {
 // Decode steps between two looks at the stage times.
 constexpr int64_t kWindow = 16;
 // A new plan must cut the slowest stage's time by this much to be worth reloading for.
-constexpr double kMinGain = 0.15;
+constexpr double kMinGain = 0.25;
+// ...and the slowest stage must have taken this many times the fastest one's time, in two
+// windows running: stages of a balanced plan differ by noise (and small models by tens of
+// microseconds), which is no reason to move anything.
+constexpr double kMinImbalance = 2.0;
 
 }  // namespace
 
@@ -44,6 +48,9 @@ absl::Status Coordinator::MaybeRebalance() {
   const ModelShape shape = ShapeOf(model_);
   const StageCostModel costs(shape, plan_.context_length, plan_.max_batch, plan_.max_sequences);
   const double slowest_now = *std::max_element(time_us.begin(), time_us.end());
+  const double fastest_now = *std::min_element(time_us.begin(), time_us.end());
+  imbalanced_windows_ = slowest_now > kMinImbalance * fastest_now ? imbalanced_windows_ + 1 : 0;
+  if (imbalanced_windows_ < 2) return absl::OkStatus();
   std::map<std::string, double> speed;
   for (size_t s = 0; s < plan_.stages.size(); ++s) {
     const ShardAssignment& a = plan_.assignments[plan_.stages[s].assignments[0]];

@@ -4,6 +4,7 @@
 // above sees only a slower step: no token is lost or repeated.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,7 +19,7 @@ std::vector<std::string> Coordinator::LostWorkers() const {
   std::vector<std::string> lost;
   for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
-    if (it == workers_.end() || replaced_.contains(id)) {
+    if (it == workers_.end() || replaced_.contains(id) || drained_.contains(id)) {
       lost.push_back(id);
       continue;
     }
@@ -37,9 +38,11 @@ std::vector<std::string> Coordinator::LostWorkers() const {
 absl::Status Coordinator::WaitForStep(uint64_t sequence) {
   const absl::Time deadline = absl::Now() + options_.step_timeout;
   while (true) {
-    if (auto it = std::find(completed_.begin(), completed_.end(), sequence);
-        it != completed_.end()) {
-      completed_.erase(it);
+    if (!pending_.contains(sequence)) {
+      // Its logits arrived: take back the completion it queued (the last one of this sequence:
+      // an earlier one may be a completed step the caller has not collected yet).
+      auto it = std::find(completed_.rbegin(), completed_.rend(), sequence);
+      if (it != completed_.rend()) completed_.erase(std::next(it).base());
       return absl::OkStatus();
     }
     if (!worker_error_.empty()) {
@@ -91,6 +94,13 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
       if (replaced_.erase(id) > 0) {
         // Its new process is registered already and may take a shard again.
         spdlog::warn("worker {} lost its shard when it restarted", id);
+        continue;
+      }
+      if (drained_.erase(id) > 0) {
+        // Its permission token expired or was revoked: no backoff, it simply needs a new one.
+        workers_.erase(id);
+        streamer_.Cancel(id);
+        spdlog::warn("worker {} drained (permission token no longer valid)", id);
         continue;
       }
       if (workers_.erase(id) == 0 && failures_.contains(id)) continue;
