@@ -19,7 +19,7 @@ std::vector<std::string> Coordinator::LostWorkers() const {
   std::vector<std::string> lost;
   for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
-    if (it == workers_.end() || replaced_.contains(id) || drained_.contains(id)) {
+    if (it == workers_.end() || replaced_.contains(id)) {
       lost.push_back(id);
       continue;
     }
@@ -94,13 +94,6 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
       if (replaced_.erase(id) > 0) {
         // Its new process is registered already and may take a shard again.
         spdlog::warn("worker {} lost its shard when it restarted", id);
-        continue;
-      }
-      if (drained_.erase(id) > 0) {
-        // Its permission token expired or was revoked: no backoff, it simply needs a new one.
-        workers_.erase(id);
-        streamer_.Cancel(id);
-        spdlog::warn("worker {} drained (permission token no longer valid)", id);
         continue;
       }
       if (workers_.erase(id) == 0 && failures_.contains(id)) continue;
