@@ -175,6 +175,37 @@ TEST(RecoveryTest, NothingCanHoldTheShardGivesTheDocumentedError) {
       << r.err;
 }
 
+// A worker stopped with SIGSTOP mid-answer (a frozen tab) is declared dead within the 2 s
+// default and its shard moves; continued later, it learns it was dropped and exits.
+TEST(RecoveryTest, StoppedWorkerIsReplacedAndExitsWhenContinued) {
+  const std::string want = Reference(Stories());
+  std::vector<std::string> args = {"--shards", "3", "--inject", "w0:slow@ms=30", "--no-rebalance"};
+  for (const std::string& a : Generation(Stories())) args.push_back(a);
+  BackgroundShardrun run(args);
+  // w1 is stopped once every worker has loaded (the run then needs ~2 s for 64 tokens).
+  ASSERT_TRUE(WaitForFileCondition(run.err_path(), 30000, [&] {
+    return run.err().find("w2 loaded its shard") != std::string::npos;
+  })) << run.err();
+  const std::vector<int> pids = RegisteredWorkerPids(run.err());
+  ASSERT_EQ(pids.size(), 3u);
+  // "worker w1 registered: host H, pid P, ..."
+  const std::string marker = "worker w1 registered: ";
+  const size_t at = run.err().find(marker);
+  ASSERT_NE(at, std::string::npos);
+  const size_t pid_at = run.err().find("pid ", at) + 4;
+  const int w1 = std::atoi(run.err().c_str() + pid_at);
+  ASSERT_GT(w1, 0);
+  kill(w1, SIGSTOP);
+  ASSERT_TRUE(WaitForFileCondition(run.err_path(), 30000, [&] {
+    return run.err().find("recovered in") != std::string::npos;
+  })) << run.err();
+  kill(w1, SIGCONT);
+  EXPECT_EQ(run.Wait(60000), 0) << run.err();
+  EXPECT_EQ(absl::StrJoin(IdsAfter(run.err(), "generated_ids"), ","), want);
+  EXPECT_NE(run.err().find("worker w1 declared dead"), std::string::npos) << run.err();
+  for (int pid : pids) EXPECT_FALSE(ProcessAlive(pid)) << pid;
+}
+
 // A worker started with --wait-coordinator outlives a killed coordinator and serves the next
 // one on the same address; one killed and restarted under the same identity rejoins as a
 // replacement and the answer stays identical.
