@@ -2,8 +2,11 @@
 // slower than the plan expected (another process steals its CPU, a slower machine), the
 // coordinator measures each worker's real speed, re-plans with it, and moves the layer
 // boundaries — only when the new plan is predicted to be clearly faster (hysteresis), and at
-// most once per window of decode steps, so it does not oscillate.
+// most once per window of decode steps, so it does not oscillate. "Faster" is what the mode
+// waits for: the sum of the stage times for one sequence at a time (layer), the slowest stage
+// for a full pipeline.
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -47,6 +50,12 @@ absl::Status Coordinator::MaybeRebalance() {
   // Each worker's measured speed: the bytes its stage reads per token over its time.
   const ModelShape shape = ShapeOf(model_);
   const StageCostModel costs(shape, plan_.context_length, plan_.max_batch, plan_.max_sequences);
+  const bool pipelined = plan_.kind == PartitionKind::kPipeline;
+  auto token_time = [&](const std::vector<double>& stage_us) {
+    return pipelined ? *std::max_element(stage_us.begin(), stage_us.end())
+                     : std::accumulate(stage_us.begin(), stage_us.end(), 0.0);
+  };
+  const double now_us = token_time(time_us);
   const double slowest_now = *std::max_element(time_us.begin(), time_us.end());
   const double fastest_now = *std::min_element(time_us.begin(), time_us.end());
   imbalanced_windows_ = slowest_now > kMinImbalance * fastest_now ? imbalanced_windows_ + 1 : 0;
@@ -64,8 +73,8 @@ absl::Status Coordinator::MaybeRebalance() {
     measured_speed_ = saved;
     return absl::OkStatus();
   }
-  // The new plan's slowest stage at the measured speeds.
-  double slowest_new = 0;
+  // The new plan's stage times at the measured speeds.
+  std::vector<double> new_us;
   for (const Stage& stage : plan->stages) {
     const ShardAssignment& a = plan->assignments[stage.assignments[0]];
     const std::string& id = plan->workers[a.worker].worker_id;
@@ -74,9 +83,10 @@ absl::Status Coordinator::MaybeRebalance() {
       measured_speed_ = saved;
       return absl::OkStatus();
     }
-    slowest_new = std::max(slowest_new, static_cast<double>(costs.Cost(a.slice).compute_bytes) / v);
+    new_us.push_back(static_cast<double>(costs.Cost(a.slice).compute_bytes) / v);
   }
-  if (slowest_new > (1.0 - kMinGain) * slowest_now) {
+  const double predicted_us = token_time(new_us);
+  if (predicted_us > (1.0 - kMinGain) * now_us) {
     measured_speed_ = saved;  // not worth a reload: keep the plan (and the old estimates)
     return absl::OkStatus();
   }
@@ -90,9 +100,9 @@ absl::Status Coordinator::MaybeRebalance() {
     const ShardAssignment& a = plan->assignments[stage.assignments[0]];
     after.push_back(absl::StrCat(plan->workers[a.worker].worker_id, " ", SliceLabel(a.slice)));
   }
-  spdlog::warn("rebalancing: stage times {} (slowest {:.0f} us/token); new split {} (predicted "
-               "slowest {:.0f} us/token)",
-               absl::StrJoin(before, ", "), slowest_now, absl::StrJoin(after, ", "), slowest_new);
+  spdlog::warn("rebalancing: stage times {} ({:.0f} us/token); new split {} (predicted {:.0f} "
+               "us/token)",
+               absl::StrJoin(before, ", "), now_us, absl::StrJoin(after, ", "), predicted_us);
   ++rebalances_;
   absl::Status s = Deploy(*plan);
   for (auto it = history_.begin(); s.ok() && it != history_.end(); ++it) {

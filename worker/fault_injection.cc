@@ -23,13 +23,18 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
   auto bad = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
         "--inject ", spec, ": expected kill@step=N, kill@load, stall@step=N:ms=M, drop@step=N, "
-        "duplicate@step=N, corrupt@step=N or slow@ms=M"));
+        "duplicate@step=N, corrupt@step=N, slow@ms=M or slow@x=F"));
   };
   const std::vector<std::string> parts = absl::StrSplit(spec, '@');
   if (parts.size() != 2) return bad();
   const std::string& what = parts[0];
   if (what == "slow" && parts[1].starts_with("ms=") &&
       absl::SimpleAtoi(parts[1].substr(3), &fault.stall_ms) && fault.stall_ms > 0) {
+    fault.kind = Fault::Kind::kSlow;
+    return fault;
+  }
+  if (what == "slow" && parts[1].starts_with("x=") &&
+      absl::SimpleAtod(parts[1].substr(2), &fault.slow_factor) && fault.slow_factor >= 1.0) {
     fault.kind = Fault::Kind::kSlow;
     return fault;
   }

@@ -7,7 +7,9 @@
 //   drop@step=N           compute step N but never send its result
 //   duplicate@step=N      send the result of step N twice
 //   corrupt@step=N        send step N's result with a garbled envelope
-//   slow@ms=M             take M ms longer over every step (a throttled tab; lasts)
+//   slow@ms=M             take M ms longer over every step (lasts)
+//   slow@x=F              take F times as long over every step (a tab whose CPU another
+//                         process takes; lasts)
 // Steps are the coordinator's step numbers (Activation.step). Each fault but slow fires once.
 #ifndef SHARDRUN_WORKER_FAULT_INJECTION_H_
 #define SHARDRUN_WORKER_FAULT_INJECTION_H_
@@ -24,6 +26,7 @@ struct Fault {
   Kind kind = Kind::kNone;
   uint64_t step = 0;
   int stall_ms = 0;
+  double slow_factor = 1.0;
 
   // The fault's kind when `at_step` is its step (then it is spent), else kNone.
   Kind FireAt(uint64_t at_step);

@@ -430,7 +430,10 @@ void WorkerLoop::HandleActivation(Channel& in) {
     return;
   }
   if (fault_.kind == Fault::Kind::kSlow) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(fault_.stall_ms));
+    // A throttled tab: a fixed extra time, or the step taking `factor` times as long.
+    const int64_t extra_us = fault_.stall_ms * 1000 +
+                             static_cast<int64_t>((fault_.slow_factor - 1.0) * (NowMicros() - t0));
+    std::this_thread::sleep_for(std::chrono::microseconds(extra_us));
   }
   const int64_t compute_us = NowMicros() - t0;
   const ReductionStats sync = reduce_->TakeStats();
