@@ -39,8 +39,12 @@ absl::Status ValidateOrigin(std::string_view origin) {
     return bad("empty label in the host");
   }
   if (rest.find(':') != std::string_view::npos) {
-    int value = 0;
-    for (char c : port) value = absl::ascii_isdigit(c) ? value * 10 + (c - '0') : -1 << 20;
+    // At most 5 digits are read, so the value cannot overflow.
+    int value = port.empty() || port.size() > 5 ? -1 : 0;
+    for (char c : port.substr(0, 5)) {
+      if (!absl::ascii_isdigit(c)) value = -1;
+      if (value >= 0) value = value * 10 + (c - '0');
+    }
     if (port.empty() || port.front() == '0' || port.size() > 5 || value < 1 || value > 65535) {
       return bad("the port must be a number from 1 to 65535");
     }

@@ -156,6 +156,11 @@ TEST(OriginTest, OnlyCanonicalOriginsPass) {
   EXPECT_THAT(ValidateOrigin("https://a.example/").message(), HasSubstr("no path"));
   EXPECT_THAT(ValidateOrigin("https://a.example:443").message(), HasSubstr("default port"));
   EXPECT_THAT(ValidateOrigin("https://a.example:0").message(), HasSubstr("1 to 65535"));
+  // A long run of digits (found by token_fuzzer under UBSan: it overflowed an int).
+  EXPECT_THAT(ValidateOrigin("http://lay-r:/qqqq").message(), HasSubstr("1 to 65535"));
+  EXPECT_THAT(ValidateOrigin("https://a.example:99999999999999").message(),
+              HasSubstr("1 to 65535"));
+  EXPECT_THAT(ValidateOrigin("https://a.example:65536").message(), HasSubstr("1 to 65535"));
   EXPECT_THAT(ValidateOrigin("https://a..example").message(), HasSubstr("empty label"));
   EXPECT_THAT(ValidateOrigin("https://").message(), HasSubstr("no host"));
 }
