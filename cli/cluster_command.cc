@@ -2,6 +2,7 @@
 //   shardrun --shards 4 --type layer MODEL [generation options]       (workers on this host)
 //   shardrun coordinator --listen tcp://0.0.0.0:5555 --shards N MODEL  (workers join from anywhere)
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -12,8 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "auth/key_file.h"
 #include "cli/commands.h"
 #include "cli/generation.h"
 #include "cli/model_setup.h"
@@ -24,8 +26,8 @@
 #include "coordinator/remote_model.h"
 #include "partitioner/byte_size.h"
 #include "partitioner/partitioner.h"
-#include "proto/message_codec.h"
 #include "partitioner/plan_format.h"
+#include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
@@ -36,8 +38,8 @@ struct ClusterFlags {
   int shards = 0;
   std::string type = "layer";
   std::string listen;
-  std::string worker_mem = "1G";    // comma list, one per worker (the last repeats)
-  std::string worker_threads = "1";  // comma list
+  std::string worker_mem = "1G";       // comma list, one per worker (the last repeats)
+  std::string worker_threads = "1";    // comma list
   std::string worker_backend = "cpu";  // comma list: cpu, vulkan or auto per worker
   bool plan_only = false;
   std::string prompts_file;
@@ -49,13 +51,15 @@ struct ClusterFlags {
   int tp = 0;                      // --type tensor: workers per stage (0 = all)
   std::string reduction = "all-to-all";
   std::string calibrate;  // --type expert: text whose router statistics place the experts
-  int spares = 0;          // extra local workers kept out of the plan
+  int spares = 0;         // extra local workers kept out of the plan
   double recovery_timeout_s = 60;
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
   bool no_rebalance = false;
   double coordinator_timeout_s = 10;
-  std::string inject;  // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
+  std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
+  AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
+  int clock_skew_s = 60;
   GenerationFlags generation;
 };
 
@@ -87,8 +91,8 @@ std::string Percentiles(std::vector<int64_t> samples) {
 
 void PrintStageTimes(const Coordinator& c) {
   const ShardPlan& plan = c.plan();
-  const size_t hidden_bytes = EncodedActivationBytes(
-      c.options().activation_type, 1, static_cast<size_t>(c.model().config().dim));
+  const size_t hidden_bytes = EncodedActivationBytes(c.options().activation_type, 1,
+                                                     static_cast<size_t>(c.model().config().dim));
   std::fprintf(stderr, "activations: %zu bytes per token per hop (%s), %zu hops per token\n",
                hidden_bytes, wire::ActivationType_Name(c.options().activation_type).c_str(),
                plan.stages.size() > 0 ? plan.stages.size() - 1 : 0);
@@ -104,19 +108,19 @@ void PrintStageTimes(const Coordinator& c) {
                  t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0,
                  Percentiles(t.hop_us).c_str());
     if (plan.stages[s].assignments.size() > 1 && t.steps > 0) {
-      std::fprintf(stderr,
-                   "  tensor-parallel group of %zu (%s): %.1f us/step adding partial sums, %.0f "
-                   "bytes/step sent by rank 0\n",
-                   plan.stages[s].assignments.size(),
-                   std::string(ReductionPathName(plan.reduction)).c_str(),
-                   static_cast<double>(t.sync_us) / t.steps,
-                   static_cast<double>(t.sync_bytes) / t.steps);
+      std::fprintf(
+          stderr,
+          "  tensor-parallel group of %zu (%s): %.1f us/step adding partial sums, %.0f "
+          "bytes/step sent by rank 0\n",
+          plan.stages[s].assignments.size(), std::string(ReductionPathName(plan.reduction)).c_str(),
+          static_cast<double>(t.sync_us) / t.steps, static_cast<double>(t.sync_bytes) / t.steps);
     }
   }
   if (plan.kind == PartitionKind::kExpert) {
     std::vector<int64_t> calls(plan.workers.size(), 0);
     for (const StageTimes& t : c.stage_times()) {
-      for (size_t w = 0; w < t.expert_calls.size() && w < calls.size(); ++w) calls[w] += t.expert_calls[w];
+      for (size_t w = 0; w < t.expert_calls.size() && w < calls.size(); ++w)
+        calls[w] += t.expert_calls[w];
     }
     int64_t total = 0;
     for (int64_t n : calls) total += n;
@@ -128,16 +132,15 @@ void PrintStageTimes(const Coordinator& c) {
     }
     std::fprintf(stderr, "expert calls served: %s\n", absl::StrJoin(shares, ", ").c_str());
   }
-  std::fprintf(stderr, "hop back to the coordinator: %s\n",
-               Percentiles(c.return_hop_us()).c_str());
+  std::fprintf(stderr, "hop back to the coordinator: %s\n", Percentiles(c.return_hop_us()).c_str());
   const Coordinator::DecodeSplit& d = c.decode_split();
   if (d.steps > 0) {
-    std::fprintf(stderr,
-                 "decode step: %.1f us = %.1f us compute + %.1f us transport and waiting "
-                 "(mean of %lld steps)\n",
-                 static_cast<double>(d.wall_us) / d.steps, static_cast<double>(d.compute_us) / d.steps,
-                 static_cast<double>(d.wall_us - d.compute_us) / d.steps,
-                 static_cast<long long>(d.steps));
+    std::fprintf(
+        stderr,
+        "decode step: %.1f us = %.1f us compute + %.1f us transport and waiting "
+        "(mean of %lld steps)\n",
+        static_cast<double>(d.wall_us) / d.steps, static_cast<double>(d.compute_us) / d.steps,
+        static_cast<double>(d.wall_us - d.compute_us) / d.steps, static_cast<long long>(d.steps));
   }
 }
 
@@ -152,8 +155,8 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
     if (!ids.ok()) return ids.status();
     prompts.push_back(*std::move(ids));
   }
-  GenerateOptions options = MakeGenerateOptions(flags.generation, model, tokenizer,
-                                                c.context_length());
+  GenerateOptions options =
+      MakeGenerateOptions(flags.generation, model, tokenizer, c.context_length());
   std::vector<std::string> outputs(prompts.size());
   std::vector<bool> done(prompts.size(), false);
   size_t printed = 0;
@@ -180,9 +183,9 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
   auto results = RunPipeline(c, prompts, options, flags.parallel, on_done);
   if (!results.ok()) return results.status();
   const double s = absl::ToDoubleSeconds(absl::Now() - start);
-  std::fprintf(stderr, "aggregate: %d tokens in %.2f ms, %.2f tok/s over %zu sequences, %d in flight\n",
-               total_tokens, s * 1000, s > 0 ? total_tokens / s : 0.0, prompts.size(),
-               flags.parallel);
+  std::fprintf(
+      stderr, "aggregate: %d tokens in %.2f ms, %.2f tok/s over %zu sequences, %d in flight\n",
+      total_tokens, s * 1000, s > 0 ? total_tokens / s : 0.0, prompts.size(), flags.parallel);
   PrintStageTimes(c);
   return absl::OkStatus();
 }
@@ -190,8 +193,8 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
 absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   auto kind = PartitionKindFromName(flags.type);
   if (!kind.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat("--type ", flags.type,
-                                                   ": expected layer, pipeline, tensor or expert"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--type ", flags.type, ": expected layer, pipeline, tensor or expert"));
   }
   if (flags.shards < 1) return absl::InvalidArgumentError("--shards must be at least 1");
   auto model_path = ResolveModelPath(flags.model);
@@ -215,6 +218,8 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.worker_timeout = absl::Seconds(flags.worker_timeout_s);
   options.rebalance = !flags.no_rebalance;
   options.coordinator_timeout = absl::Seconds(flags.coordinator_timeout_s);
+  options.access = flags.access;
+  options.access.clock_skew = std::chrono::seconds(flags.clock_skew_s);
   if (flags.spares < 0 || (flags.spares > 0 && !local)) {
     return absl::InvalidArgumentError("--spares K starts K extra local workers");
   }
@@ -230,8 +235,8 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.tensor_parallel = flags.tp;
   auto reduction = ReductionPathFromName(flags.reduction);
   if (!reduction.has_value() || *reduction == ReductionPath::kNone) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--reduction ", flags.reduction, ": expected all-to-all or gather-broadcast"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--reduction ", flags.reduction, ": expected all-to-all or gather-broadcast"));
   }
   options.reduction = *reduction;
   if (!flags.calibrate.empty()) {
@@ -242,7 +247,8 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     if (!in) return absl::NotFoundError(absl::StrCat(flags.calibrate, ": cannot read"));
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (!tokenizer->has_value()) {
-      return absl::FailedPreconditionError("--calibrate needs the model's vocabulary (--tokenizer)");
+      return absl::FailedPreconditionError(
+          "--calibrate needs the model's vocabulary (--tokenizer)");
     }
     const std::vector<int32_t> ids = (*tokenizer)->Encode(text, true, false);
     auto load = MeasureExpertLoad(**model, ids, 1);
@@ -280,16 +286,23 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     for (int i = 0; i < options.expected_workers; ++i) {
       auto mem = ParseByteSize(Nth(flags.worker_mem, i));
       if (!mem.ok()) return mem.status();
-      std::vector<std::string> args = {"--connect", c.endpoint(), "--id", options.expected_ids[i],
-                                       "--mem", Nth(flags.worker_mem, i), "--threads",
-                                       Nth(flags.worker_threads, i),
-                                       "--log-level",
-                                       std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+      std::vector<std::string> args = {
+          "--connect",   c.endpoint(),
+          "--id",        options.expected_ids[i],
+          "--mem",       Nth(flags.worker_mem, i),
+          "--threads",   Nth(flags.worker_threads, i),
+          "--log-level", std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
       args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i)});
+      if (!flags.access.key_dir.empty()) {
+        // Same origin: local workers share the coordinator's keys, which it lists itself.
+        args.insert(args.end(), {"--key", flags.access.key_dir, "--server-key",
+                                 auth::KeyPaths(flags.access.key_dir).curve_public});
+      }
       const std::vector<std::string> faults = absl::StrSplit(flags.inject, ',', absl::SkipEmpty());
       for (const std::string& fault : faults) {
         const std::string prefix = options.expected_ids[i] + ":";
-        if (fault.starts_with(prefix)) args.insert(args.end(), {"--inject", fault.substr(prefix.size())});
+        if (fault.starts_with(prefix))
+          args.insert(args.end(), {"--inject", fault.substr(prefix.size())});
       }
       if (Nth(flags.worker_backend, i) != "cpu") {
         args.insert(args.end(), {"--gpu-mem", Nth(flags.worker_mem, i)});
@@ -346,8 +359,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--prompts", flags->prompts_file, "Serve each line of FILE as a prompt");
   cmd->add_option("--act-type", flags->act_type,
                   "Encoding of hidden states between stages: f32 (exact), f16, q8_0");
-  cmd->add_option("--parallel", flags->parallel,
-                  "Sequences in flight at once (--type pipeline)")->check(CLI::Range(1, 256));
+  cmd->add_option("--parallel", flags->parallel, "Sequences in flight at once (--type pipeline)")
+      ->check(CLI::Range(1, 256));
   cmd->add_option("--tp", flags->tp,
                   "--type tensor: workers per stage; must divide --shards (default: all in one "
                   "stage)")
@@ -370,6 +383,26 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "--type expert: place experts by the router statistics of the text in FILE");
   cmd->add_option("--register-timeout", flags->register_timeout_s,
                   "Seconds to wait for the workers to register");
+  cmd->add_option("--key", flags->access.key_dir,
+                  "This cluster's keys (`shardrun keygen` DIR): CURVE on every socket, and "
+                  "workers must be listed or prove a permission token");
+  cmd->add_option("--trust", flags->access.trust,
+                  "A trusted token issuer's sign.pub (the model owner's; repeatable)");
+  cmd->add_option("--allow-keys", flags->access.allow_keys,
+                  "Transport keys admitted without a token (same-origin workers): a curve.pub, "
+                  "or lines of 'Z85KEY [ORIGIN]'");
+  cmd->add_option("--revocations", flags->access.revocations,
+                  "Revoked token ids, one per line (re-read when the file changes)");
+  cmd->add_option("--audience", flags->access.audience,
+                  "This cluster's name: tokens for another audience are refused");
+  cmd->add_option("--owner", flags->access.owner,
+                  "The model owner's origin, whose keys alone may issue tokens (default: the "
+                  "origin of --key)");
+  cmd->add_option("--clock-skew", flags->clock_skew_s,
+                  "Seconds of clock difference tolerated when checking token lifetimes")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--insecure", flags->access.insecure,
+                "Listen off loopback without CURVE: anyone who reaches the port may join");
   if (local) {
     cmd->add_option("--worker-mem", flags->worker_mem, "Memory per worker: 512M,1G,...");
     cmd->add_option("--worker-threads", flags->worker_threads, "Threads per worker: 1,2,...");
@@ -412,7 +445,8 @@ void AddClusterCommands(CLI::App& app, int* exit_code) {
   });
 
   auto remote = std::make_shared<ClusterFlags>();
-  CLI::App* cmd = app.add_subcommand("coordinator", "Coordinate workers that join over the network");
+  CLI::App* cmd =
+      app.add_subcommand("coordinator", "Coordinate workers that join over the network");
   AddClusterOptions(cmd, remote.get(), /*local=*/false);
   cmd->add_option("model", remote->model, "Model file")->required();
   AddGenerationOptions(cmd, &remote->generation);

@@ -1,14 +1,15 @@
 // `shardrun worker --connect tcp://HEAD:5555 --mem 2G --threads 4 [--model FILE]`
 // Without --model (or with --no-local-model) the coordinator streams the shard's weights, kept
 // in --cache-dir for the next start.
-#include <cstdlib>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "auth/token_text.h"
 #include "cli/commands.h"
 #include "partitioner/byte_size.h"
 #include "spdlog/spdlog.h"
@@ -27,6 +28,7 @@ struct WorkerFlags {
   std::string gpu_memory = "0";
   std::string backend = "cpu";
   bool no_local_model = false;
+  std::string token;  // TOKEN, @FILE or -
 };
 
 }  // namespace
@@ -60,6 +62,15 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                   "Testing: a fault to inflict on itself, e.g. kill@step=7 (also SHARDRUN_INJECT)");
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
+  cmd->add_option("--key", flags->options.key_dir,
+                  "This worker's keys (`shardrun keygen` DIR), for CURVE and its token's proof");
+  cmd->add_option("--server-key", flags->options.server_key_path,
+                  "The coordinator's curve.pub: CURVE on every socket");
+  cmd->add_option("--token", flags->token,
+                  "Permission token from the model owner (TOKEN, @FILE or -), for a worker of "
+                  "another origin");
+  cmd->add_flag("--insecure", flags->options.insecure,
+                "Listen off loopback without CURVE: anyone who reaches the ports may send");
   cmd->callback([flags, exit_code] {
     auto memory = ParseByteSize(flags->memory);
     if (!memory.ok()) {
@@ -79,6 +90,15 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       return;
     }
     flags->options.gpu_memory_bytes = *gpu_memory;
+    if (!flags->token.empty()) {
+      auto token = auth::ReadTokenArgument(flags->token);
+      if (!token.ok()) {
+        spdlog::error("--token: {}", std::string(token.status().message()));
+        *exit_code = 2;
+        return;
+      }
+      flags->options.token = *std::move(token);
+    }
     // The Hello states the backend, so auto is settled now.
     flags->options.backend = ResolveBackendChoice(
         {*ParseBackendChoice(flags->backend), flags->options.threads, flags->options.vk_device});

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -39,6 +40,14 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
   c->model_hash_ = HashBytes(model.bytes());
   spdlog::debug("model sha256 {} ({:.0f} ms)", ShortDigest(c->model_hash_),
                 absl::ToDoubleMilliseconds(absl::Now() - t0));
+  const AccessModel access_model{c->model_hash_, model.config().n_layers, model.config().n_experts,
+                                 options.kind};
+  auto access = AccessControl::Create(options.access, options.listen, c->context_, access_model);
+  if (!access.ok()) return access.status();
+  c->access_ = *std::move(access);
+  if (c->access_) {
+    if (absl::Status s = c->access_->SecureControlSocket(c->control_); !s.ok()) return s;
+  }
   try {
     // Report unroutable peers (a dead worker) as errors instead of dropping silently.
     c->control_.socket().set(zmq::sockopt::router_mandatory, 1);
@@ -48,7 +57,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
   }
-  spdlog::info("coordinator listening on {}", c->endpoint_);
+  spdlog::info("coordinator listening on {}{}", c->endpoint_,
+               c->access_
+                   ? absl::StrCat(" (CURVE, server key ", c->access_->keys().Public().Z85(), ")")
+                   : "");
   return c;
 }
 
@@ -68,41 +80,91 @@ void Coordinator::Send(const std::string& worker, const wire::Envelope& envelope
   }
 }
 
-void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hello) {
+std::string Coordinator::HelloRefusal(const std::string& sender, const wire::Hello& hello,
+                                      absl::Duration* retry_after) const {
+  if (absl::Status s = CheckProtocolVersion(control_.envelope()); !s.ok()) {
+    return std::string(s.message());
+  }
+  if (hello.worker_id() != sender) return "worker id does not match the connection's identity";
+  if (hello.capabilities().has_model_file() &&
+      hello.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
+    return absl::StrCat("model file differs from the coordinator's (sha256 ",
+                        ShortDigest(model_hash_), "...)");
+  }
+  if (hello.budget().memory_bytes() <= 0 || hello.budget().threads() < 1) {
+    return "the budget needs memory > 0 and threads >= 1";
+  }
+  if (auto f = failures_.find(sender);
+      f != failures_.end() && absl::Now() < f->second.refused_until) {
+    // A worker that keeps failing is kept out, twice as long after each failure.
+    *retry_after = f->second.refused_until - absl::Now();
+    return absl::StrCat("worker ", sender, " failed ", f->second.count, " time(s); try again in ",
+                        absl::FormatDuration(absl::Ceil(*retry_after, absl::Milliseconds(100))));
+  }
+  return "";
+}
+
+void Coordinator::SendWelcome(const std::string& sender, const std::string& refusal,
+                              absl::Duration retry_after) {
   wire::Welcome* welcome = Start(out_).mutable_welcome();
   welcome->set_protocol_version(wire::PROTOCOL_VERSION);
   welcome->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
   welcome->set_coordinator_timeout_ms(absl::ToInt64Milliseconds(options_.coordinator_timeout));
   welcome->set_peer_timeout_ms(absl::ToInt64Milliseconds(options_.worker_timeout));
-  std::string refusal;
-  if (absl::Status s = CheckProtocolVersion(control_.envelope()); !s.ok()) {
-    refusal = std::string(s.message());
-  } else if (hello.worker_id() != sender) {
-    refusal = "worker id does not match the connection's identity";
-  } else if (hello.capabilities().has_model_file() &&
-             hello.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
-    refusal = absl::StrCat("model file differs from the coordinator's (sha256 ",
-                           ShortDigest(model_hash_), "...)");
-  } else if (hello.budget().memory_bytes() <= 0 || hello.budget().threads() < 1) {
-    refusal = "the budget needs memory > 0 and threads >= 1";
-  } else if (auto f = failures_.find(sender);
-             f != failures_.end() && absl::Now() < f->second.refused_until) {
-    // A worker that keeps failing is kept out, twice as long after each failure.
-    refusal = absl::StrCat("worker ", sender, " failed ", f->second.count,
-                           " time(s); try again in ",
-                           absl::FormatDuration(absl::Ceil(f->second.refused_until - absl::Now(),
-                                                           absl::Milliseconds(100))));
-    welcome->set_retry_after_ms(
-        absl::ToInt64Milliseconds(f->second.refused_until - absl::Now()) + 1);
+  welcome->set_accepted(refusal.empty());
+  if (!refusal.empty()) {
+    welcome->set_reason(refusal);
+    if (retry_after > absl::ZeroDuration()) {
+      welcome->set_retry_after_ms(absl::ToInt64Milliseconds(retry_after) + 1);
+    }
+  }
+  Send(sender, out_);
+}
+
+void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hello) {
+  absl::Duration retry_after;
+  std::string refusal = HelloRefusal(sender, hello, &retry_after);
+  AdmittedWorker admitted;
+  if (refusal.empty() && access_) {
+    AccessControl::HelloAnswer answer = access_->OnHello(sender, control_.sender_user_id(), hello);
+    if (answer.challenge) {
+      // Another origin's worker: its token and proof first (HandleProof).
+      spdlog::info("worker {} ({}) is not listed: asking for its permission token", sender,
+                   hello.capabilities().host());
+      Start(out_).mutable_challenge()->Swap(&*answer.challenge);
+      Send(sender, out_);
+      return;
+    }
+    refusal = answer.refusal;
+    if (answer.admitted) admitted = *answer.admitted;
   }
   if (!refusal.empty()) {
-    welcome->set_accepted(false);
-    welcome->set_reason(refusal);
     spdlog::warn("refused worker {} ({}): {}", sender, hello.capabilities().host(), refusal);
-    Send(sender, out_);
+    SendWelcome(sender, refusal, retry_after);
     return;
   }
-  welcome->set_accepted(true);
+  Register(sender, hello, admitted);
+}
+
+void Coordinator::HandleProof(const std::string& sender, const wire::Proof& proof) {
+  auto admitted = access_->OnProof(sender, control_.sender_user_id(), proof);
+  if (!admitted.ok()) {
+    // Nothing is placed on it; it learns why.
+    SendWelcome(sender, absl::StrCat("permission token refused: ", admitted.status().message()));
+    return;
+  }
+  const wire::Hello& hello = admitted->first;
+  // The world may have changed while it proved its token (a failure of its predecessor).
+  absl::Duration retry_after;
+  if (std::string refusal = HelloRefusal(sender, hello, &retry_after); !refusal.empty()) {
+    SendWelcome(sender, refusal, retry_after);
+    return;
+  }
+  Register(sender, hello, admitted->second);
+}
+
+void Coordinator::Register(const std::string& sender, const wire::Hello& hello,
+                           const AdmittedWorker& admitted) {
   WorkerInfo& info = workers_[sender];
   const bool again = info.pid != 0;
   if (again && info.pid != hello.capabilities().pid()) {
@@ -115,10 +177,12 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   info.budget.host = hello.capabilities().host();
   info.budget.memory_bytes = hello.budget().memory_bytes();
   info.budget.threads = hello.budget().threads();
-  info.budget.backend = hello.budget().backend() == wire::BACKEND_VULKAN ? BackendKind::kVulkan
-                                                                        : BackendKind::kCpu;
+  info.budget.backend =
+      hello.budget().backend() == wire::BACKEND_VULKAN ? BackendKind::kVulkan : BackendKind::kCpu;
   info.budget.gpu_memory_bytes = hello.budget().gpu_memory_bytes();
   info.budget.compute_capacity = hello.budget().threads();
+  info.budget.scope = admitted.scope;
+  info.curve_key = admitted.curve_key;
   info.data_endpoint = hello.data_endpoint();
   info.reduce_endpoint = hello.reduce_endpoint();
   info.expert_endpoint = hello.expert_endpoint();
@@ -126,11 +190,28 @@ void Coordinator::HandleHello(const std::string& sender, const wire::Hello& hell
   info.pid = hello.capabilities().pid();
   info.has_model_file = hello.capabilities().has_model_file();
   info.last_heard = absl::Now();
-  Send(sender, out_);
+  SendWelcome(sender, "");
   if (!again) {
-    spdlog::info("worker {} registered: host {}, pid {}, {} threads, {} memory, {}", sender,
+    spdlog::info("worker {} registered: host {}, pid {}, {} threads, {} memory, {}{}", sender,
                  info.budget.host, info.pid, info.budget.threads,
-                 FormatBytes(info.budget.memory_bytes), info.simd_level);
+                 FormatBytes(info.budget.memory_bytes), info.simd_level,
+                 admitted.description.empty() ? "" : absl::StrCat("; ", admitted.description));
+  }
+}
+
+void Coordinator::DrainInvalidTokens() {
+  if (!access_) return;
+  for (const auto& [id, why] : access_->TakeInvalidated()) {
+    spdlog::warn("draining worker {}: {}", id, why);
+    Start(out_).mutable_shutdown()->set_reason(absl::StrCat("drained: ", why));
+    Send(id, out_);
+    const std::vector<std::string> plan_ids = PlanWorkerIds();
+    if (std::find(plan_ids.begin(), plan_ids.end(), id) != plan_ids.end()) {
+      drained_.insert(id);  // lost to the plan: recovery moves its shard (recovery.cc)
+    } else {
+      workers_.erase(id);
+      streamer_.Cancel(id);
+    }
   }
 }
 
@@ -157,7 +238,8 @@ void Coordinator::Pump(absl::Duration timeout) {
     if (auto it = workers_.find(sender); it != workers_.end()) {
       it->second.last_heard = absl::Now();
       it->second.unreachable_since = absl::InfinitePast();
-    } else if (env.body_case() != wire::Envelope::kHello) {
+    } else if (env.body_case() != wire::Envelope::kHello &&
+               env.body_case() != wire::Envelope::kProof) {
       // Declared dead (or never registered): it must not think it still holds a shard.
       Start(out_).mutable_shutdown()->set_reason("not a registered worker (declared dead?)");
       out_.mutable_shutdown()->set_register_again(true);
@@ -169,6 +251,13 @@ void Coordinator::Pump(absl::Duration timeout) {
     switch (env.body_case()) {
       case wire::Envelope::kHello:
         HandleHello(sender, env.hello());
+        break;
+      case wire::Envelope::kProof:
+        if (access_ && !workers_.contains(sender)) {
+          HandleProof(sender, env.proof());
+        } else {
+          control_.DropUnexpected(absl::StrCat("a proof from ", sender, " that nobody asked for"));
+        }
         break;
       case wire::Envelope::kHeartbeat:
         if (auto it = workers_.find(sender); it != workers_.end()) {
@@ -216,6 +305,7 @@ void Coordinator::Pump(absl::Duration timeout) {
       case wire::Envelope::kLeaving:
         spdlog::warn("worker {} is leaving: {}", sender, env.leaving().reason());
         workers_.erase(sender);
+        if (access_) access_->Forget(sender);
         streamer_.Cancel(sender);
         break;
       default:
@@ -225,6 +315,7 @@ void Coordinator::Pump(absl::Duration timeout) {
     got = control_.ReceiveNow();
   }
   streamer_.Pump(control_, /*max_chunks=*/16);
+  DrainInvalidTokens();
   if (absl::Now() - last_heartbeat_ >= options_.heartbeat_interval) SendHeartbeats();
 }
 
@@ -276,8 +367,8 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
     }
   }
-  const uint64_t all = logits_parts_.size() == 64 ? ~uint64_t{0}
-                                                  : (uint64_t{1} << logits_parts_.size()) - 1;
+  const uint64_t all =
+      logits_parts_.size() == 64 ? ~uint64_t{0} : (uint64_t{1} << logits_parts_.size()) - 1;
   if (pending.parts_received != all) return false;
   // Every part arrived: together they must be the whole vocabulary.
   return true;
@@ -296,6 +387,9 @@ absl::Status Coordinator::CheckWorkersAlive() const {
   for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
     if (it == workers_.end()) return absl::UnavailableError(absl::StrCat("worker ", id, " left"));
+    if (drained_.contains(id)) {
+      return absl::UnavailableError(absl::StrCat("worker ", id, " was drained (its token)"));
+    }
     const absl::Duration silent = absl::Now() - it->second.last_heard;
     if (silent > options_.worker_timeout) {
       return absl::UnavailableError(
@@ -347,6 +441,16 @@ absl::StatusOr<ShardPlan> Coordinator::Plan() const {
   // Spares stay out of the plan until a worker is lost.
   const size_t size = static_cast<size_t>(std::max(1, options_.expected_workers - options_.spares));
   if (order.size() > size) order.resize(size);
+  // Stages follow this order: a worker whose token scope starts at a later layer comes later
+  // (stable, so workers without a scope keep their places).
+  auto first_layer = [&](const std::string& id) {
+    const auth::ShardScope& scope = workers_.at(id).budget.scope;
+    if (scope.layers()) return scope.layers()->empty() ? 0 : scope.layers()->spans()[0].begin;
+    return scope.experts() ? std::numeric_limits<int>::max() : 0;  // experts only: no stage
+  };
+  std::stable_sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+    return first_layer(a) < first_layer(b);
+  });
   std::vector<WorkerBudget> budgets;
   for (const std::string& id : order) {
     budgets.push_back(workers_.at(id).budget);
@@ -424,8 +528,10 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
             " has none (streamed weights work with --type layer, pipeline and tensor)"));
       }
       experts.add_expert_endpoints(info.expert_endpoint);
+      if (access_) experts.add_expert_curve_keys(CurveKeyOf(w.worker_id));
     }
   }
+  const std::map<std::string, std::set<std::string>> inbound = InboundKeys(plan);
   auto send_assign = [&](const ShardAssignment& a, int stage, size_t rank) {
     const std::string& id = plan.workers[a.worker].worker_id;
     wire::Assign* assign = Start(out_).mutable_assign();
@@ -462,6 +568,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         assign->set_rank(static_cast<int32_t>(rank));
         for (const std::string& member : members) {
           assign->add_group_endpoints(workers_.at(member).reduce_endpoint);
+          if (access_) assign->add_group_curve_keys(CurveKeyOf(member));
         }
         assign->set_reduction(plan.reduction == ReductionPath::kGatherBroadcast
                                   ? wire::REDUCTION_GATHER_BROADCAST
@@ -473,8 +580,12 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         const std::vector<std::string>& next = stage_members_[stage + 1];
         for (size_t j = rank; j < next.size(); j += members.size()) {
           assign->add_next_endpoints(workers_.at(next[j]).data_endpoint);
+          if (access_) assign->add_next_curve_keys(CurveKeyOf(next[j]));
         }
       }
+    }
+    if (auto keys = inbound.find(id); keys != inbound.end()) {
+      for (const std::string& key : keys->second) assign->add_inbound_curve_keys(key);
     }
     if (!workers_.at(id).has_model_file) {
       // The worker builds a sparse copy of the file from these ranges (worker/weight_cache.h).
@@ -523,6 +634,42 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   }
   for (const auto& [id, p] : loads_) spdlog::info("worker {} loaded its shard", id);
   return absl::OkStatus();
+}
+
+std::string Coordinator::CurveKeyOf(const std::string& worker) const {
+  const std::optional<auth::CurveKeyBytes>& key = workers_.at(worker).curve_key;
+  return key ? std::string(reinterpret_cast<const char*>(key->data()), key->size()) : "";
+}
+
+std::map<std::string, std::set<std::string>> Coordinator::InboundKeys(const ShardPlan& plan) const {
+  std::map<std::string, std::set<std::string>> inbound;
+  if (!access_) return inbound;
+  for (size_t s = 0; s < stage_members_.size(); ++s) {
+    const std::vector<std::string>& members = stage_members_[s];
+    // Tensor groups: every member may send its partial sums to every other.
+    for (const std::string& to : members) {
+      for (const std::string& from : members) {
+        if (from != to) inbound[to].insert(CurveKeyOf(from));
+      }
+    }
+    // Member j of the next stage hears from member j mod (this stage's size), as in Deploy.
+    if (s + 1 < stage_members_.size()) {
+      const std::vector<std::string>& next = stage_members_[s + 1];
+      for (size_t j = 0; j < next.size(); ++j) {
+        inbound[next[j]].insert(CurveKeyOf(members[j % members.size()]));
+      }
+    }
+  }
+  if (plan.kind == PartitionKind::kExpert) {
+    // Requests go to an expert's holders and replies back to the asker: any plan worker.
+    for (const WorkerBudget& to : plan.workers) {
+      for (const WorkerBudget& from : plan.workers) {
+        if (from.worker_id != to.worker_id)
+          inbound[to.worker_id].insert(CurveKeyOf(from.worker_id));
+      }
+    }
+  }
+  return inbound;
 }
 
 absl::Status Coordinator::DeployWithRecovery(const ShardPlan& plan) {

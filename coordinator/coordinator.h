@@ -10,14 +10,17 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <set>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/keys.h"
+#include "coordinator/access_control.h"
 #include "coordinator/weight_streamer.h"
 #include "model/content_hash.h"
 #include "model/model_file.h"
@@ -57,6 +60,8 @@ struct CoordinatorOptions {
   ReductionPath reduction = ReductionPath::kAllToAll;
   // kExpert: calls per expert on a calibration text, [layer][expert] (empty: none).
   std::vector<std::vector<double>> expert_load;
+  // Keys, tokens and CURVE (coordinator/access_control.h); none by default.
+  AccessOptions access;
 };
 
 // A registered worker.
@@ -65,6 +70,8 @@ struct WorkerInfo {
   std::string data_endpoint;
   std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
   std::string expert_endpoint;  // expert plans: where expert requests arrive
+  // With CURVE: the transport key it connected with, which its peers must know (Assign).
+  std::optional<auth::CurveKeyBytes> curve_key;
   std::string simd_level;
   int pid = 0;
   bool has_model_file = false;
@@ -79,11 +86,11 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
-  int64_t sync_us = 0;     // tensor parallelism: part of compute_us spent adding partial sums
-  int64_t sync_bytes = 0;  // partial-sum bytes one member sent
+  int64_t sync_us = 0;          // tensor parallelism: part of compute_us spent adding partial sums
+  int64_t sync_bytes = 0;       // partial-sum bytes one member sent
   std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
-  int64_t decode_steps = 0;       // one-token steps, and their compute time (load balancing)
+  int64_t decode_steps = 0;           // one-token steps, and their compute time (load balancing)
   int64_t decode_compute_us = 0;
 };
 
@@ -161,6 +168,24 @@ class Coordinator {
   // Waits for the one step in flight, without recovery.
   absl::Status WaitForStep(uint64_t sequence);
   void HandleHello(const std::string& sender, const wire::Hello& hello);
+  void HandleProof(const std::string& sender, const wire::Proof& proof);
+  // Why a Hello cannot be accepted now (version, identity, model file, budget, recent
+  // failures), or empty; sets `retry_after` when it may try again later.
+  std::string HelloRefusal(const std::string& sender, const wire::Hello& hello,
+                           absl::Duration* retry_after) const;
+  // Registers `sender` and welcomes it.
+  void Register(const std::string& sender, const wire::Hello& hello,
+                const AdmittedWorker& admitted);
+  // Sends a Welcome: accepted when `refusal` is empty.
+  void SendWelcome(const std::string& sender, const std::string& refusal,
+                   absl::Duration retry_after = absl::ZeroDuration());
+  // Drains the workers whose permission token expired or was revoked: they are lost to the
+  // plan (recovery re-plans without them) and told why.
+  void DrainInvalidTokens();
+  // With CURVE: a worker's transport key as Assign carries it (empty without CURVE), and for
+  // each plan worker the keys of the peers that connect to its sockets.
+  std::string CurveKeyOf(const std::string& worker) const;
+  std::map<std::string, std::set<std::string>> InboundKeys(const ShardPlan& plan) const;
   void SendHeartbeats();
   absl::Status CheckWorkersAlive() const;
   void Send(const std::string& worker, const wire::Envelope& envelope,
@@ -170,6 +195,8 @@ class Coordinator {
   const ModelFile& model_;
   Sha256 model_hash_{};
   zmq::context_t context_;
+  // Before control_: its ZAP handler must outlive the socket, and the context outlive both.
+  std::unique_ptr<AccessControl> access_;
   Channel control_;
   std::string endpoint_;
   std::map<std::string, WorkerInfo> workers_;
@@ -192,7 +219,7 @@ class Coordinator {
     int n_tokens = 0;
     absl::Time submitted;
     uint64_t parts_received = 0;  // bit i: the part of logits_parts_[i] arrived
-    int pos0 = 0;  // the step's tokens are history_[sequence][pos0 ..]
+    int pos0 = 0;                 // the step's tokens are history_[sequence][pos0 ..]
   };
   // Files one part of a step's logits; true when the step is complete.
   bool AcceptLogits(PendingStep& pending, const wire::Logits& logits,
@@ -214,6 +241,8 @@ class Coordinator {
   int recoveries_ = 0;
   // Plan workers that registered again as a new process: their shard is lost.
   std::set<std::string> replaced_;
+  // Plan workers whose permission token expired or was revoked: their shard is lost.
+  std::set<std::string> drained_;
   int rebalances_ = 0;
   int imbalanced_windows_ = 0;  // load balancing: windows in a row with a slow stage
   // Load balancing: each worker's measured speed (bytes read per us), which replaces its

@@ -19,7 +19,7 @@ std::vector<std::string> Coordinator::LostWorkers() const {
   std::vector<std::string> lost;
   for (const std::string& id : PlanWorkerIds()) {
     auto it = workers_.find(id);
-    if (it == workers_.end() || replaced_.contains(id)) {
+    if (it == workers_.end() || replaced_.contains(id) || drained_.contains(id)) {
       lost.push_back(id);
       continue;
     }
@@ -66,7 +66,7 @@ absl::Status Coordinator::Replay(uint64_t sequence, int end) {
   for (int pos = 0; pos < end; pos += options_.max_batch) {
     PendingStep& step = pending_[sequence];
     step = PendingStep{next_step_++, discard, std::min(options_.max_batch, end - pos),
-                       absl::Now(), 0, pos};
+                       absl::Now(),  0,       pos};
     SendStep(sequence, step);
     if (absl::Status s = WaitForStep(sequence); !s.ok()) {
       pending_.erase(sequence);
@@ -96,6 +96,13 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
         spdlog::warn("worker {} lost its shard when it restarted", id);
         continue;
       }
+      if (drained_.erase(id) > 0) {
+        // Its permission token expired or was revoked: no backoff, it simply needs a new one.
+        workers_.erase(id);
+        streamer_.Cancel(id);
+        spdlog::warn("worker {} drained (permission token no longer valid)", id);
+        continue;
+      }
       if (workers_.erase(id) == 0 && failures_.contains(id)) continue;
       streamer_.Cancel(id);
       Failures& f = failures_[id];
@@ -110,8 +117,8 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
       absl::Status s = Deploy(*plan);
       for (auto it = history_.begin(); s.ok() && it != history_.end(); ++it) {
         auto flight = in_flight.find(it->first);
-        const int end = flight != in_flight.end() ? flight->second.pos0
-                                                   : static_cast<int>(it->second.size());
+        const int end =
+            flight != in_flight.end() ? flight->second.pos0 : static_cast<int>(it->second.size());
         s = Replay(it->first, end);
       }
       if (s.ok()) {
@@ -134,9 +141,11 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
       problem = std::string(plan.status().message());
     }
     if (absl::Now() > deadline) {
-      result = absl::UnavailableError(absl::StrCat(
-          "cannot recover from (", why, "): ", problem, "; no worker that could hold the lost "
-          "shard joined within ", absl::FormatDuration(options_.recovery_timeout)));
+      result =
+          absl::UnavailableError(absl::StrCat("cannot recover from (", why, "): ", problem,
+                                              "; no worker that could hold the lost "
+                                              "shard joined within ",
+                                              absl::FormatDuration(options_.recovery_timeout)));
       break;
     }
     if (absl::Now() - last_report > absl::Seconds(5)) {

@@ -224,7 +224,7 @@ done
 # Coordinator and workers start together: workers resend their hello until the coordinator
 # answers, so nobody has to wait for anybody's "listening" line.
 ip netns exec "$coord_ns" timeout -k 2 "$limit_s" "$binary" coordinator \
-  --listen "tcp://0.0.0.0:$port" --shards "$workers" "${gen_args[@]}" \
+  --listen "tcp://0.0.0.0:$port" --insecure --shards "$workers" "${gen_args[@]}" \
   --register-timeout "$((limit_s < 15 ? limit_s : 15))" \
   >"$logs/coordinator.out" 2>"$logs/coordinator.err" &
 coord_pid=$!
@@ -232,7 +232,7 @@ children+=("$coord_pid")
 declare -A role=([$coord_pid]=coordinator [$reference_pid]=reference)
 for ((i = 0; i < workers; i++)); do
   ip netns exec "${worker_ns[i]}" timeout -k 2 "$limit_s" "$binary" worker \
-    --connect "tcp://$subnet.1:$port" --advertise "$subnet.$((10 + i))" --id "$run-w$i" \
+    --connect "tcp://$subnet.1:$port" --advertise "$subnet.$((10 + i))" --insecure --id "$run-w$i" \
     --mem "$worker_mem" --threads 1 --model "$model" \
     >"$logs/w$i.out" 2>"$logs/w$i.err" &
   children+=("$!")

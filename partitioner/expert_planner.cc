@@ -39,7 +39,8 @@ struct Candidate {
 
 }  // namespace
 
-absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape, std::span<const WorkerBudget> workers,
+absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape,
+                                      std::span<const WorkerBudget> workers,
                                       const PlanOptions& options) {
   if (shape.n_experts == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -101,10 +102,13 @@ absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape, std::span<const W
     int best = -1;
     double best_work = 0;
     for (int w = 0; w < n; ++w) {
-      if (w == not_on || free[w] < need) continue;
+      if (w == not_on || free[w] < need || !workers[w].scope.AllowsExpert(c.layer, c.expert)) {
+        continue;
+      }
       const double after = work[w] + load / workers[w].compute_capacity;
-      const bool better = best < 0 || after < best_work - 1e-12 ||
-                          (after <= best_work + 1e-12 && w == owner[c.layer] && best != owner[c.layer]);
+      const bool better =
+          best < 0 || after < best_work - 1e-12 ||
+          (after <= best_work + 1e-12 && w == owner[c.layer] && best != owner[c.layer]);
       if (better) {
         best = w;
         best_work = after;
@@ -123,9 +127,22 @@ absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape, std::span<const W
     const bool hot = calibrated && c.load > 2.0 * mean_load;
     const int first = pick(c, hot ? c.load / 2 : c.load, -1);
     if (first < 0) {
-      std::vector<std::string> room;
+      std::vector<std::string> room, scoped;
       for (int w = 0; w < n; ++w) {
-        room.push_back(absl::StrCat(workers[w].worker_id, " ", FormatBytes(std::max<int64_t>(0, free[w]))));
+        room.push_back(
+            absl::StrCat(workers[w].worker_id, " ", FormatBytes(std::max<int64_t>(0, free[w]))));
+        if (!workers[w].scope.AllowsExpert(c.layer, c.expert)) {
+          scoped.push_back(
+              absl::StrCat(workers[w].worker_id, " may hold only ", workers[w].scope.ToString()));
+        }
+      }
+      if (!scoped.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("expert ", c.expert, " of layer ", c.layer,
+                         " has no place: no worker whose token "
+                         "scope includes it has ",
+                         FormatBytes(shape.expert_bytes[c.layer]), " left (",
+                         absl::StrJoin(scoped, "; "), "; free: ", absl::StrJoin(room, ", "), ")"));
       }
       return absl::FailedPreconditionError(absl::StrCat(
           "the experts do not fit: expert ", c.expert, " of layer ", c.layer, " needs ",
@@ -145,9 +162,8 @@ absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape, std::span<const W
       place(c, second, c.load / 2);
       ++replicas;
       plan.notes.push_back(absl::StrFormat(
-          "expert %d of layer %d is hot (%.1fx the mean load): replicated on %s and %s",
-          c.expert, c.layer, c.load / mean_load, workers[first].worker_id,
-          workers[second].worker_id));
+          "expert %d of layer %d is hot (%.1fx the mean load): replicated on %s and %s", c.expert,
+          c.layer, c.load / mean_load, workers[first].worker_id, workers[second].worker_id));
     } else {
       work[first] += c.load / 2 / workers[first].compute_capacity;
     }

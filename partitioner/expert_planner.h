@@ -11,8 +11,10 @@
 //   measured on a calibration prompt (`expert_load`), or equal for every expert without one.
 // - With a calibration, an expert expected to take more than twice the mean is replicated on
 //   the least-busy other worker that has room; calls alternate between the copies.
+// - Token scopes (WorkerBudget::scope): layer owners hold only layers their scope allows (the
+//   layer plan sees to it), and workers whose scope excludes an expert are skipped for it.
 // - An expert that fits nowhere: FailedPreconditionError naming it, its size and each worker's
-//   free memory. A dense model: InvalidArgumentError.
+//   free memory (and the scopes, when they exclude it). A dense model: InvalidArgumentError.
 #ifndef SHARDRUN_PARTITIONER_EXPERT_PLANNER_H_
 #define SHARDRUN_PARTITIONER_EXPERT_PLANNER_H_
 
@@ -26,7 +28,8 @@
 namespace shardrun {
 
 // `options.kind` must be kExpert; the inputs must have passed MakePlan's checks.
-absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape, std::span<const WorkerBudget> workers,
+absl::StatusOr<ShardPlan> PlanExperts(const ModelShape& shape,
+                                      std::span<const WorkerBudget> workers,
                                       const PlanOptions& options);
 
 }  // namespace shardrun

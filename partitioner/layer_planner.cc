@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "partitioner/byte_size.h"
 #include "partitioner/layer_split.h"
 #include "partitioner/plan_format.h"
@@ -96,6 +97,25 @@ void AddNotes(ShardPlan& plan, const StageCostModel& costs, bool bare_ends) {
   }
 }
 
+// No split fits: when one would without the workers' token scopes, the scopes are the reason.
+absl::Status ScopeOrShortfallError(const StageCostModel& costs,
+                                   std::span<const WorkerBudget> workers) {
+  std::vector<std::string> scoped;
+  for (const WorkerBudget& w : workers) {
+    if (!w.scope.whole_model()) {
+      scoped.push_back(absl::StrCat(w.worker_id, " may hold only ", w.scope.ToString()));
+    }
+  }
+  const bool fits_without_scopes =
+      !scoped.empty() &&
+      FastestSplit(costs, workers, /*allow_bare_ends=*/true, /*respect_scopes=*/false).has_value();
+  if (!fits_without_scopes) return ShortfallError(costs, workers);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no plan places every layer inside the workers' token scopes (", absl::StrJoin(scoped, "; "),
+      "): stages follow the workers' order, and each must hold a "
+      "contiguous range of layers its worker may hold"));
+}
+
 }  // namespace
 
 absl::StatusOr<ShardPlan> PlanLayers(const ModelShape& shape, std::span<const WorkerBudget> workers,
@@ -108,7 +128,7 @@ absl::StatusOr<ShardPlan> PlanLayers(const ModelShape& shape, std::span<const Wo
     bare_ends = true;
     split = FastestSplit(costs, workers, /*allow_bare_ends=*/true);
   }
-  if (!split.has_value()) return ShortfallError(costs, workers);
+  if (!split.has_value()) return ScopeOrShortfallError(costs, workers);
 
   ShardPlan plan;
   plan.kind = options.kind;

@@ -14,7 +14,11 @@
 //   too little memory, or another stage would not make the slowest one faster).
 // - A stage holding only the embedding or only the head is used only when no plan with them
 //   beside the first / last layer fits; a note says so.
-// - No split fits: FailedPreconditionError from ShortfallError.
+// - A worker's stage lies inside its token's scope (WorkerBudget::scope): its layers, and for
+//   a MoE model all their experts. A stage outside it is infeasible, like one that does not
+//   fit in memory.
+// - No split fits: FailedPreconditionError from ShortfallError, or naming the scopes when
+//   they are what stands in the way.
 #ifndef SHARDRUN_PARTITIONER_LAYER_PLANNER_H_
 #define SHARDRUN_PARTITIONER_LAYER_PLANNER_H_
 

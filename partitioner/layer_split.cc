@@ -38,13 +38,25 @@ std::vector<int> CutPoints(int n_layers, bool allow_bare_ends) {
 class StageTable {
  public:
   StageTable(const StageCostModel& costs, std::span<const WorkerBudget> workers,
-             std::vector<int> cuts)
+             std::vector<int> cuts, bool respect_scopes)
       : workers_(workers), cuts_(std::move(cuts)), n_(cuts_.size()) {
     const int n_layers = costs.shape().n_layers;
     costs_.resize(n_ * n_);
     for (size_t i = 0; i < n_; ++i) {
       for (size_t j = i + 1; j < n_; ++j) {
         costs_[i * n_ + j] = costs.Cost(SliceOfUnits({cuts_[i], cuts_[j]}, n_layers));
+      }
+    }
+    // allowed_[w][i * n_ + j]: whether worker w's token lets it hold stage [i, j).
+    allowed_.assign(workers.size(), std::vector<bool>(n_ * n_, true));
+    for (size_t w = 0; respect_scopes && w < workers.size(); ++w) {
+      if (workers[w].scope.whole_model()) continue;
+      for (size_t i = 0; i < n_; ++i) {
+        for (size_t j = i + 1; j < n_; ++j) {
+          allowed_[w][i * n_ + j] =
+              ScopeAllowsSlice(workers[w].scope, SliceOfUnits({cuts_[i], cuts_[j]}, n_layers),
+                               costs.shape().n_experts);
+        }
       }
     }
   }
@@ -54,7 +66,11 @@ class StageTable {
   int64_t overflow(size_t w, size_t i, size_t j) const {
     return cost(i, j).memory_bytes() - PlanningMemory(workers_[w]);
   }
-  bool fits(size_t w, size_t i, size_t j) const { return overflow(w, i, j) <= 0; }
+  // Within the worker's memory and its token's scope. Both only get harder as the range
+  // grows, so callers may stop at the first range that does not fit.
+  bool fits(size_t w, size_t i, size_t j) const {
+    return overflow(w, i, j) <= 0 && allowed_[w][i * n_ + j];
+  }
   double time(size_t w, size_t i, size_t j) const { return StageTime(cost(i, j), workers_[w]); }
   double fill(size_t w, size_t i, size_t j) const {
     const int64_t memory = PlanningMemory(workers_[w]);
@@ -78,6 +94,7 @@ class StageTable {
   std::vector<int> cuts_;
   size_t n_;
   std::vector<StageCost> costs_;  // [i * n_ + j], j > i
+  std::vector<std::vector<bool>> allowed_;
 };
 
 // The fastest possible slowest stage over all splits that fit, or infinity.
@@ -134,8 +151,10 @@ double StageTime(const StageCost& cost, const WorkerBudget& worker) {
 }
 
 std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
-                                      std::span<const WorkerBudget> workers, bool allow_bare_ends) {
-  const StageTable table(costs, workers, CutPoints(costs.shape().n_layers, allow_bare_ends));
+                                      std::span<const WorkerBudget> workers, bool allow_bare_ends,
+                                      bool respect_scopes) {
+  const StageTable table(costs, workers, CutPoints(costs.shape().n_layers, allow_bare_ends),
+                         respect_scopes);
   const size_t n_workers = workers.size(), n = table.size(), last = n - 1;
   const double bottleneck = FastestBottleneck(table, n_workers);
   if (bottleneck == kInfinity) return std::nullopt;
@@ -173,7 +192,8 @@ std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
 }
 
 UnitSplit LeastOverflowSplit(const StageCostModel& costs, std::span<const WorkerBudget> workers) {
-  const StageTable table(costs, workers, CutPoints(costs.shape().n_layers, true));
+  const StageTable table(costs, workers, CutPoints(costs.shape().n_layers, true),
+                         /*respect_scopes=*/false);
   const size_t n_workers = workers.size(), n = table.size(), last = n - 1;
   constexpr int64_t kImpossible = std::numeric_limits<int64_t>::max();
   constexpr int64_t kNoStage = std::numeric_limits<int64_t>::min();

@@ -26,15 +26,17 @@ ModelSlice SliceOfUnits(IndexRange units, int n_layers);
 // A stage's time: the weights it reads per token over its worker's speed.
 double StageTime(const StageCost& cost, const WorkerBudget& worker);
 
-// The split whose stages each fit their worker's PlanningMemory and whose slowest stage is
-// fastest; nullopt if no split fits. Among equally fast splits (slowest stage within 1% of
+// The split whose stages each fit their worker's PlanningMemory (and, with `respect_scopes`,
+// its token's scope: ScopeAllowsSlice) and whose slowest stage is fastest; nullopt if no
+// split fits. Among equally fast splits (slowest stage within 1% of
 // the fastest possible, see kNearTie): the fewest stages (fewer hops), then the smallest sum of
 // stage times (the latency of one token when stages run one after another), then the most memory
 // headroom (smallest worst fill ratio); then the first found, which is deterministic. Unless
 // `allow_bare_ends`, the embedding stays on the stage of layer 0 and the head on the stage of the
 // last layer; with it, a stage may hold only the embedding or only the head.
 std::optional<UnitSplit> FastestSplit(const StageCostModel& costs,
-                                      std::span<const WorkerBudget> workers, bool allow_bare_ends);
+                                      std::span<const WorkerBudget> workers, bool allow_bare_ends,
+                                      bool respect_scopes = true);
 
 // For explaining a model that does not fit: the split (bare ends allowed) whose largest
 // overflow (memory needed minus PlanningMemory, over the workers it uses) is smallest.

@@ -22,6 +22,18 @@ constexpr std::array<std::pair<ReductionPath, std::string_view>, 3> kReductionNa
 
 }  // namespace
 
+bool ScopeAllowsSlice(const auth::ShardScope& scope, const ModelSlice& slice, int n_experts) {
+  if (scope.whole_model()) return true;
+  if (!scope.AllowsLayers(slice.layers.begin, slice.layers.end)) return false;
+  if (!slice.experts || n_experts == 0) return true;
+  for (int layer = slice.layers.begin; layer < slice.layers.end; ++layer) {
+    for (int expert = 0; expert < n_experts; ++expert) {
+      if (!scope.AllowsExpert(layer, expert)) return false;
+    }
+  }
+  return true;
+}
+
 std::string_view ReductionPathName(ReductionPath path) {
   for (const auto& [p, name] : kReductionNames) {
     if (p == path) return name;

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/scope.h"
 #include "engine/model_slice.h"
 
 namespace shardrun {
@@ -30,16 +31,24 @@ std::string_view BackendKindName(BackendKind kind);
 
 // What a worker declares when it registers.
 struct WorkerBudget {
-  std::string worker_id;  // unique within the cluster
-  std::string host;       // origin host, for display
-  int64_t memory_bytes = 0;   // for weights + KV cache + activations (host memory)
+  std::string worker_id;         // unique within the cluster
+  std::string host;              // origin host, for display
+  int64_t memory_bytes = 0;      // for weights + KV cache + activations (host memory)
   int64_t gpu_memory_bytes = 0;  // BackendKind::kVulkan only
   int threads = 1;
   BackendKind backend = BackendKind::kCpu;
   // Relative speed used to size shards (e.g. threads x SIMD width factor, or a measurement).
   // Only ratios between workers matter.
   double compute_capacity = 1.0;
+  // What the worker may hold: its permission token's scope (default: the whole model). The
+  // planners place its layers and experts only inside it.
+  auth::ShardScope scope;
 };
+
+// Whether `scope` lets a worker hold `slice` of a model with `n_experts` experts per layer:
+// the slice's layer bodies and, when the slice holds its layers' experts (slice.experts on a
+// MoE model), every one of them. The embedding and the head follow no scope.
+bool ScopeAllowsSlice(const auth::ShardScope& scope, const ModelSlice& slice, int n_experts);
 
 // One MoE expert of one layer.
 struct ExpertRef {

@@ -48,7 +48,8 @@ std::string Counts(const std::vector<IndexRange>& ranges) {
 
 }  // namespace
 
-std::vector<IndexRange> ProportionalRanges(int total, int unit, std::span<const double> capacities) {
+std::vector<IndexRange> ProportionalRanges(int total, int unit,
+                                           std::span<const double> capacities) {
   const int units = (total + unit - 1) / unit;
   const std::vector<int> counts = ProportionalCounts(units, capacities, false);
   std::vector<IndexRange> ranges;
@@ -86,9 +87,10 @@ absl::StatusOr<ShardPlan> PlanTensor(const ModelShape& shape, std::span<const Wo
   }
   const int tp = options.tensor_parallel == 0 ? n : options.tensor_parallel;
   if (tp < 1 || n % tp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--tp ", tp, " does not divide ", n, " workers: a tensor plan has stages of --tp workers "
-        "each (e.g. --shards 4 --tp 2 = two stages of two)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tp ", tp, " does not divide ", n,
+                     " workers: a tensor plan has stages of --tp workers "
+                     "each (e.g. --shards 4 --tp 2 = two stages of two)"));
   }
   const int n_stages = n / tp;
   if (n_stages > shape.n_layers) {
@@ -111,6 +113,7 @@ absl::StatusOr<ShardPlan> PlanTensor(const ModelShape& shape, std::span<const Wo
   const std::vector<int> layer_counts = ProportionalCounts(shape.n_layers, group_capacity, true);
 
   std::vector<std::string> short_workers;
+  std::vector<std::string> out_of_scope;
   int layer = 0;
   for (int s = 0; s < n_stages; ++s) {
     Stage& stage = plan.stages.emplace_back();
@@ -131,6 +134,11 @@ absl::StatusOr<ShardPlan> PlanTensor(const ModelShape& shape, std::span<const Wo
       a.weight_bytes = cost.weight_bytes;
       a.kv_cache_bytes = cost.kv_cache_bytes;
       a.activation_bytes = cost.activation_bytes;
+      if (!ScopeAllowsSlice(workers[w].scope, a.slice, shape.n_experts)) {
+        out_of_scope.push_back(absl::StrCat(workers[w].worker_id, " would hold layers ",
+                                            stage.layers.begin, "-", stage.layers.end - 1,
+                                            " but may hold only ", workers[w].scope.ToString()));
+      }
       const int64_t memory = PlanningMemory(workers[w]);
       if (cost.memory_bytes() > memory) {
         short_workers.push_back(absl::StrCat(
@@ -158,17 +166,24 @@ absl::StatusOr<ShardPlan> PlanTensor(const ModelShape& shape, std::span<const Wo
                                     : ""));
       for (int r = 0; r < tp; ++r) {
         if (splits[r].kv_heads.size() == 0 || splits[r].ffn_columns.size() == 0) {
-          plan.notes.push_back(absl::StrCat(
-              "worker ", workers[s * tp + r].worker_id, " gets no ",
-              splits[r].kv_heads.size() == 0 ? "attention heads" : "FFN columns",
-              ": the model does not divide into ", tp, " parts in whole units"));
+          plan.notes.push_back(
+              absl::StrCat("worker ", workers[s * tp + r].worker_id, " gets no ",
+                           splits[r].kv_heads.size() == 0 ? "attention heads" : "FFN columns",
+                           ": the model does not divide into ", tp, " parts in whole units"));
         }
       }
     }
   }
+  if (!out_of_scope.empty()) {
+    // Tensor stages are sized by capacity alone; moving their boundaries to suit token scopes
+    // is left to layer and expert plans.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the tensor plan does not respect the workers' token scopes: ",
+        absl::StrJoin(out_of_scope, "; "), " (use --type layer or expert to place by scope)"));
+  }
   if (!short_workers.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the model does not fit the tensor plan: ", absl::StrJoin(short_workers, "; ")));
+    return absl::FailedPreconditionError(absl::StrCat("the model does not fit the tensor plan: ",
+                                                      absl::StrJoin(short_workers, "; ")));
   }
   if (tp > 1) {
     plan.notes.push_back(absl::StrCat("partial sums reduced ",

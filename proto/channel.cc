@@ -15,6 +15,10 @@ absl::Status Channel::Send(const wire::Envelope& envelope,
                            const std::string& to) {
   if (absl::Status s = EncodeEnvelope(envelope, &header_); !s.ok()) return s;
   try {
+    if (!pending_connect_.empty()) {
+      socket_.connect(pending_connect_);
+      pending_connect_.clear();
+    }
     if (type_ == zmq::socket_type::router) {
       if (!socket_.send(zmq::buffer(to), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
         return absl::UnavailableError(absl::StrCat(name_, ": cannot send to ", to));
@@ -64,20 +68,48 @@ bool Channel::ReceiveOne() {
     sender_ = parts_[0].to_string();
     first = 1;
   }
+  sender_user_id_.clear();
+  sender_access_ = PeerAccess::kFull;
+  if (first < parts_.size()) {
+    // Metadata rides on the frames the connection delivered (not on ROUTER's routing id).
+    if (const char* user_id = zmq_msg_gets(parts_[first].handle(), "User-Id")) {
+      sender_user_id_ = user_id;
+    }
+    if (peer_filter_) {
+      absl::StatusOr<PeerAccess> access = peer_filter_(parts_[first], parts_.size() - first);
+      if (!access.ok()) {
+        stats_.Count(access.status());
+        LogDrop(access.status());
+        return false;
+      }
+      sender_access_ = *access;
+    }
+  }
   frames_.clear();
   for (size_t i = first; i < parts_.size(); ++i) {
     frames_.push_back({static_cast<const uint8_t*>(parts_[i].data()), parts_[i].size()});
   }
-  const absl::Status status = DecodeMessageInto(frames_, limits_, &decoded_);
+  absl::Status status = DecodeMessageInto(frames_, limits_, &decoded_);
+  if (status.ok() && sender_access_ == PeerAccess::kHandshakeOnly &&
+      !decoded_.envelope.has_hello() && !decoded_.envelope.has_proof()) {
+    status = absl::PermissionDeniedError(absl::StrCat(
+        "a peer that is not admitted yet sent a ",
+        decoded_.envelope.GetDescriptor()->FindFieldByNumber(decoded_.envelope.body_case())->name(),
+        "; only its hello and proof are heard"));
+  }
   stats_.Count(status);
   if (status.ok()) return true;
+  LogDrop(status);
+  return false;
+}
+
+void Channel::LogDrop(const absl::Status& why) {
   // Rate-limited: a flood of garbage must not become a flood of log lines.
   if (++drops_logged_ <= 10 || drops_logged_ % 1000 == 0) {
     spdlog::warn("{}: dropped a message{}: {} ({})", name_,
-                 sender_.empty() ? "" : absl::StrCat(" from ", sender_),
-                 std::string(status.message()), stats_.ToString());
+                 sender_.empty() ? "" : absl::StrCat(" from ", sender_), std::string(why.message()),
+                 stats_.ToString());
   }
-  return false;
 }
 
 void Channel::DropUnexpected(const std::string& why) {

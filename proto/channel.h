@@ -4,11 +4,16 @@
 // A malformed, oversized or unexpected message is counted in stats(), logged (rate-limited)
 // and dropped; it never reaches the caller. The storage of the last message received is
 // reused, so steady-state traffic allocates nothing.
+//
+// On authenticated sockets (CurveZMQ, auth/) a peer filter decides first, from the sender's
+// transport identity alone, whether the message is heard at all: a message from a peer that
+// is not admitted is dropped before any of it is decoded, tensors included.
 #ifndef SHARDRUN_PROTO_CHANNEL_H_
 #define SHARDRUN_PROTO_CHANNEL_H_
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +25,20 @@
 #include "zmq.hpp"
 
 namespace shardrun {
+
+// How much of a peer's traffic a receiving socket hears.
+enum class PeerAccess {
+  kFull,
+  // Only a handshake message (Hello or Proof): a peer of another origin that has not proved
+  // its permission token yet.
+  kHandshakeOnly,
+};
+
+// Decides, from a message's first frame (whose metadata carries the ZAP User-Id of the
+// connection) and its frame count, whether its sender may be heard. A non-OK status drops the
+// message undecoded, counted as unauthenticated.
+using PeerFilter = std::function<absl::StatusOr<PeerAccess>(const zmq::message_t& first_frame,
+                                                            size_t frame_count)>;
 
 class Channel {
  public:
@@ -44,6 +63,19 @@ class Channel {
   const wire::Envelope& envelope() const { return decoded_.envelope; }
   std::span<const std::span<const uint8_t>> tensors() const { return decoded_.tensors; }
   const std::string& sender() const { return sender_; }  // ROUTER only: the peer's routing id
+  // The ZAP User-Id of the last message's connection (with CURVE, the peer's public key in
+  // Z85); empty without authentication.
+  const std::string& sender_user_id() const { return sender_user_id_; }
+  // Whether the last message came from a peer the filter heard only for its handshake.
+  bool sender_handshake_only() const { return sender_access_ == PeerAccess::kHandshakeOnly; }
+
+  // Connects to `endpoint` just before the first Send. A peer that authenticates connecting
+  // clients (CURVE) learns whom to admit from its own plan, which may reach it after ours: by
+  // the first message every worker has loaded its plan, so the handshake is never refused.
+  void ConnectOnFirstSend(std::string endpoint) { pending_connect_ = std::move(endpoint); }
+
+  // Installs the filter every received message passes before it is decoded (none: all are).
+  void set_peer_filter(PeerFilter filter) { peer_filter_ = std::move(filter); }
 
   // Counts a message the caller received but could not use in its current state.
   void DropUnexpected(const std::string& why);
@@ -53,6 +85,8 @@ class Channel {
 
  private:
   bool ReceiveOne();
+  // Counts and logs (rate-limited) a message dropped for `why`.
+  void LogDrop(const absl::Status& why);
 
   zmq::socket_t socket_;
   zmq::socket_type type_;
@@ -64,6 +98,10 @@ class Channel {
   std::vector<Frame> frames_;
   DecodedMessage decoded_;
   std::string sender_;
+  std::string sender_user_id_;
+  PeerAccess sender_access_ = PeerAccess::kFull;
+  PeerFilter peer_filter_;
+  std::string pending_connect_;  // see ConnectOnFirstSend
   uint64_t drops_logged_ = 0;
 };
 

@@ -61,6 +61,10 @@ const char* BodyName(wire::Envelope::BodyCase body) {
       return "expert request";
     case wire::Envelope::kExpertReply:
       return "expert reply";
+    case wire::Envelope::kChallenge:
+      return "challenge";
+    case wire::Envelope::kProof:
+      return "proof";
     case wire::Envelope::BODY_NOT_SET:
       break;
   }
@@ -436,6 +440,9 @@ void MakeFrames(const std::string& header, std::span<const std::span<const uint8
 }
 
 DropReason DropReasonOf(const absl::Status& status) {
+  if (absl::IsPermissionDenied(status) || absl::IsUnauthenticated(status)) {
+    return DropReason::kUnauthenticated;
+  }
   if (const auto reason = status.GetPayload(kDropReasonUrl);
       reason.has_value() && *reason == kOversized) {
     return DropReason::kOversized;
@@ -461,13 +468,19 @@ void MessageStats::Count(const absl::Status& status) {
     case DropReason::kUnexpected:
       ++dropped_unexpected;
       break;
+    case DropReason::kUnauthenticated:
+      ++dropped_unauthenticated;
+      break;
   }
 }
 
 std::string MessageStats::ToString() const {
-  return absl::StrFormat("received %d, dropped %d (malformed %d, oversized %d, unexpected %d)",
-                         received, dropped(), dropped_malformed, dropped_oversized,
-                         dropped_unexpected);
+  // Unauthenticated drops only exist where peers authenticate; elsewhere they are not shown.
+  return absl::StrFormat(
+      "received %d, dropped %d (malformed %d, oversized %d, unexpected %d%s)", received, dropped(),
+      dropped_malformed, dropped_oversized, dropped_unexpected,
+      dropped_unauthenticated > 0 ? absl::StrFormat(", unauthenticated %d", dropped_unauthenticated)
+                                  : "");
 }
 
 }  // namespace shardrun

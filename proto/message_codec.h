@@ -92,11 +92,14 @@ enum class DropReason {
   kMalformed,   // the message breaks the protocol (DecodeMessage's InvalidArgument)
   kOversized,   // a size beyond DecodeLimits
   kUnexpected,  // well formed, but not what the receiver's state allows
+  // from a peer that is not authenticated or not admitted (dropped before decoding)
+  kUnauthenticated,
 };
 
-// The reason a non-OK status drops a message: oversized when DecodeMessage marked it so,
-// malformed for any other InvalidArgument, unexpected for every other code (the runtime's
-// own checks; UnexpectedMessage makes such a status).
+// The reason a non-OK status drops a message: unauthenticated for PermissionDenied and
+// Unauthenticated (a sender's standing, never a decode failure), oversized when DecodeMessage
+// marked it so, malformed for any other InvalidArgument, unexpected for every other code (the
+// runtime's own checks; UnexpectedMessage makes such a status).
 DropReason DropReasonOf(const absl::Status& status);
 absl::Status UnexpectedMessage(std::string_view message);
 
@@ -106,11 +109,15 @@ struct MessageStats {
   uint64_t dropped_malformed = 0;
   uint64_t dropped_oversized = 0;
   uint64_t dropped_unexpected = 0;
+  uint64_t dropped_unauthenticated = 0;
 
   // Counts one message with its outcome (OK: accepted).
   void Count(const absl::Status& status);
-  uint64_t dropped() const { return dropped_malformed + dropped_oversized + dropped_unexpected; }
-  // "received 12, dropped 3 (malformed 1, oversized 2, unexpected 0)"
+  uint64_t dropped() const {
+    return dropped_malformed + dropped_oversized + dropped_unexpected + dropped_unauthenticated;
+  }
+  // "received 12, dropped 3 (malformed 1, oversized 2, unexpected 0)", and
+  // ", unauthenticated N" inside the parentheses when N > 0.
   std::string ToString() const;
 };
 

@@ -9,13 +9,18 @@
 
 namespace shardrun {
 
-ExpertClient::ExpertClient(zmq::context_t& context, const std::string& name)
-    : context_(context), name_(name), in_(context, zmq::socket_type::pull, name + " experts") {}
+ExpertClient::ExpertClient(zmq::context_t& context, const std::string& name,
+                           const PeerSecurity& security)
+    : context_(context),
+      name_(name),
+      security_(security),
+      in_(context, zmq::socket_type::pull, name + " experts") {}
 
 absl::StatusOr<std::unique_ptr<ExpertClient>> ExpertClient::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host) {
-  std::unique_ptr<ExpertClient> c(new ExpertClient(context, name));
+    const std::string& advertise_host, const PeerSecurity& security) {
+  std::unique_ptr<ExpertClient> c(new ExpertClient(context, name, security));
+  if (absl::Status s = security.SecureServer(c->in_); !s.ok()) return s;
   try {
     c->in_.socket().bind(bind);
     std::string bound = c->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -36,6 +41,8 @@ absl::Status ExpertClient::Configure(const wire::Assign& assign, ExpertBank* ban
   deadline_ = deadline;
   self_ = assign.worker_index();
   endpoints_.assign(assign.expert_endpoints().begin(), assign.expert_endpoints().end());
+  curve_keys_.assign(assign.expert_curve_keys().begin(), assign.expert_curve_keys().end());
+  curve_keys_.resize(endpoints_.size());  // none without CURVE
   peers_.clear();
   peers_.resize(endpoints_.size());
   pending_.assign(endpoints_.size(), Pending());
@@ -65,6 +72,12 @@ Channel* ExpertClient::Peer(int worker) {
   if (peers_[worker] == nullptr) {
     auto channel = std::make_unique<Channel>(context_, zmq::socket_type::push,
                                              absl::StrCat(name_, " -> experts of ", worker));
+    if (absl::Status s = security_.SecurePeerClient(channel->socket(), curve_keys_[worker],
+                                                    absl::StrCat("expert worker ", worker));
+        !s.ok()) {
+      spdlog::error("{}: {}", name_, std::string(s.message()));
+      return nullptr;
+    }
     try {
       channel->socket().set(zmq::sockopt::linger, 0);
       channel->socket().connect(endpoints_[worker]);
@@ -132,7 +145,8 @@ absl::Status ExpertClient::Run(int layer, std::span<const ExpertCall> calls,
     p.answered = false;
   }
   for (size_t i : pending_[self_].calls) {
-    if (bank_ == nullptr) return absl::InternalError("expert map sends calls to a worker without experts");
+    if (bank_ == nullptr)
+      return absl::InternalError("expert map sends calls to a worker without experts");
     const ExpertCall& call = calls[i];
     if (absl::Status s = bank_->Compute(layer, call.expert,
                                         inputs.subspan(static_cast<size_t>(call.token) * dim, dim),
@@ -156,12 +170,12 @@ absl::Status ExpertClient::Run(int layer, std::span<const ExpertCall> calls,
       for (size_t w = 0; w < pending_.size(); ++w) {
         if (!pending_[w].answered) absl::StrAppend(&silent, silent.empty() ? "" : ", ", w);
       }
-      return absl::DeadlineExceededError(absl::StrCat(
-          "expert holders (plan workers ", silent, ") did not answer for layer ", layer,
-          " within ", absl::FormatDuration(deadline_)));
+      return absl::DeadlineExceededError(absl::StrCat("expert holders (plan workers ", silent,
+                                                      ") did not answer for layer ", layer,
+                                                      " within ", absl::FormatDuration(deadline_)));
     }
-    if (in_.Receive(std::chrono::milliseconds(
-            std::max<int64_t>(1, absl::ToInt64Milliseconds(left))))) {
+    if (in_.Receive(
+            std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(left))))) {
       HandleMessage();
     }
   }
@@ -194,11 +208,11 @@ void ExpertClient::HandleMessage() {
       return;
     }
     const size_t dim = static_cast<size_t>(dim_);
-    const std::span<const uint8_t> frame = in_.tensors().empty() ? std::span<const uint8_t>()
-                                                                  : in_.tensors()[0];
+    const std::span<const uint8_t> frame =
+        in_.tensors().empty() ? std::span<const uint8_t>() : in_.tensors()[0];
     if (frame.size() != p.calls.size() * dim * sizeof(float)) {
-      run_error_ = absl::StrCat("expert reply of ", frame.size(), " bytes for ", p.calls.size(),
-                                " rows");
+      run_error_ =
+          absl::StrCat("expert reply of ", frame.size(), " bytes for ", p.calls.size(), " rows");
       return;
     }
     const float* rows = reinterpret_cast<const float*>(frame.data());

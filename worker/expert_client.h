@@ -21,6 +21,7 @@
 #include "engine/expert_dispatch.h"
 #include "proto/channel.h"
 #include "proto/shardrun.pb.h"
+#include "worker/peer_security.h"
 #include "zmq.hpp"
 
 namespace shardrun {
@@ -28,11 +29,12 @@ namespace shardrun {
 class ExpertClient : public ExpertDispatcher {
  public:
   // Binds the expert socket on `bind`; `advertise_host` replaces the bound address in
-  // endpoint() (empty: as bound).
+  // endpoint() (empty: as bound). `security` (CURVE or not) must outlive the client.
   static absl::StatusOr<std::unique_ptr<ExpertClient>> Create(zmq::context_t& context,
                                                               const std::string& name,
                                                               const std::string& bind,
-                                                              const std::string& advertise_host);
+                                                              const std::string& advertise_host,
+                                                              const PeerSecurity& security);
 
   const std::string& endpoint() const { return endpoint_; }
   zmq::socket_t& socket() { return in_.socket(); }
@@ -52,7 +54,7 @@ class ExpertClient : public ExpertDispatcher {
   std::vector<int64_t> TakeCallCounts();
 
  private:
-  ExpertClient(zmq::context_t& context, const std::string& name);
+  ExpertClient(zmq::context_t& context, const std::string& name, const PeerSecurity& security);
   // Handles the message just received: serves a request, or files a reply of the run under way.
   void HandleMessage();
   absl::Status Serve(const wire::ExpertRequest& request, std::span<const uint8_t> rows);
@@ -60,6 +62,7 @@ class ExpertClient : public ExpertDispatcher {
 
   zmq::context_t& context_;
   std::string name_;
+  const PeerSecurity& security_;
   Channel in_;
   std::string endpoint_;
   ExpertBank* bank_ = nullptr;
@@ -67,9 +70,10 @@ class ExpertClient : public ExpertDispatcher {
   int self_ = 0;
   absl::Duration deadline_ = absl::Seconds(30);
   int n_experts_ = 0;
-  std::vector<std::vector<int>> holders_;   // [layer * n_experts + expert] -> plan workers
-  std::vector<uint32_t> turn_;              // next replica to use, per expert
-  std::vector<std::string> endpoints_;      // expert endpoint of each plan worker
+  std::vector<std::vector<int>> holders_;        // [layer * n_experts + expert] -> plan workers
+  std::vector<uint32_t> turn_;                   // next replica to use, per expert
+  std::vector<std::string> endpoints_;           // expert endpoint of each plan worker
+  std::vector<std::string> curve_keys_;          // their transport keys (with CURVE)
   std::vector<std::unique_ptr<Channel>> peers_;  // connected on first use
   std::vector<int64_t> call_counts_;
 
@@ -83,8 +87,8 @@ class ExpertClient : public ExpertDispatcher {
   std::span<float> run_outputs_;
   std::string run_error_;
   uint64_t next_request_ = 1;
-  std::vector<float> rows_;       // rows gathered for one request
-  std::vector<float> served_;     // outputs of a request served here
+  std::vector<float> rows_;    // rows gathered for one request
+  std::vector<float> served_;  // outputs of a request served here
   wire::Envelope out_;
 };
 

@@ -12,11 +12,13 @@ namespace shardrun {
 std::string HeartbeatId(const std::string& worker_id) { return worker_id + "#hb"; }
 
 HeartbeatThread::HeartbeatThread(zmq::context_t& context, std::string connect,
-                                 std::string worker_id, absl::Duration interval)
+                                 std::string worker_id, absl::Duration interval,
+                                 const PeerSecurity& security)
     : context_(context),
       connect_(std::move(connect)),
       worker_id_(std::move(worker_id)),
       interval_(interval),
+      security_(security),
       thread_([this] { Run(); }) {}
 
 HeartbeatThread::~HeartbeatThread() {
@@ -34,6 +36,10 @@ void HeartbeatThread::Run() {
     socket.set(zmq::sockopt::routing_id, HeartbeatId(worker_id_));
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndhwm, 4);  // beats that cannot go out are worthless later
+    if (absl::Status s = security_.SecureCoordinatorClient(socket); !s.ok()) {
+      spdlog::error("worker {}: heartbeat thread: {}", worker_id_, std::string(s.message()));
+      return;
+    }
     socket.connect(connect_);
     wire::Envelope envelope;
     std::string bytes;

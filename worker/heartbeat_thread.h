@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "absl/time/time.h"
+#include "worker/peer_security.h"
 #include "zmq.hpp"
 
 namespace shardrun {
@@ -26,8 +27,9 @@ std::string HeartbeatId(const std::string& worker_id);
 
 class HeartbeatThread {
  public:
+  // `security` (CURVE towards the coordinator, or none) must outlive the thread.
   HeartbeatThread(zmq::context_t& context, std::string connect, std::string worker_id,
-                  absl::Duration interval);
+                  absl::Duration interval, const PeerSecurity& security);
   ~HeartbeatThread();  // stops and joins
 
   // Mean compute time per step, reported with each beat.
@@ -40,6 +42,7 @@ class HeartbeatThread {
   const std::string connect_;
   const std::string worker_id_;
   const absl::Duration interval_;
+  const PeerSecurity& security_;
   std::atomic<int64_t> step_time_us_{0};
   std::mutex mu_;
   std::condition_variable wake_;

@@ -10,13 +10,18 @@
 
 namespace shardrun {
 
-PartialSumExchange::PartialSumExchange(zmq::context_t& context, const std::string& name)
-    : context_(context), name_(name), in_(context, zmq::socket_type::pull, name + " reduce") {}
+PartialSumExchange::PartialSumExchange(zmq::context_t& context, const std::string& name,
+                                       const PeerSecurity& security)
+    : context_(context),
+      name_(name),
+      security_(security),
+      in_(context, zmq::socket_type::pull, name + " reduce") {}
 
 absl::StatusOr<std::unique_ptr<PartialSumExchange>> PartialSumExchange::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host) {
-  std::unique_ptr<PartialSumExchange> x(new PartialSumExchange(context, name));
+    const std::string& advertise_host, const PeerSecurity& security) {
+  std::unique_ptr<PartialSumExchange> x(new PartialSumExchange(context, name, security));
+  if (absl::Status s = security.SecureServer(x->in_); !s.ok()) return s;
   try {
     x->in_.socket().bind(bind);
     std::string bound = x->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -62,17 +67,19 @@ absl::Status PartialSumExchange::Configure(const wire::Assign& assign, int dim,
   for (int r = 0; r < group_size_; ++r) {
     slots_[r][0].resize(floats);
     slots_[r][1].resize(floats);
-    const bool sends_to_r = r != rank_ && (path_ == wire::REDUCTION_ALL_TO_ALL || rank_ == 0 || r == 0);
+    const bool sends_to_r =
+        r != rank_ && (path_ == wire::REDUCTION_ALL_TO_ALL || rank_ == 0 || r == 0);
     if (!sends_to_r) continue;
     auto channel = std::make_unique<Channel>(context_, zmq::socket_type::push,
                                              absl::StrCat(name_, " -> rank ", r));
-    try {
-      channel->socket().set(zmq::sockopt::linger, 0);
-      channel->socket().connect(assign.group_endpoints(r));
-    } catch (const zmq::error_t& e) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot connect to rank ", r, " at ", assign.group_endpoints(r), ": ", e.what()));
+    const std::string key = r < assign.group_curve_keys_size() ? assign.group_curve_keys(r) : "";
+    if (absl::Status s = security_.SecurePeerClient(channel->socket(), key,
+                                                    absl::StrCat("tensor-parallel rank ", r));
+        !s.ok()) {
+      return s;
     }
+    // Not before the first reduction: by then rank r admits this worker's key.
+    channel->ConnectOnFirstSend(assign.group_endpoints(r));
     out_[r] = std::move(channel);
   }
   return absl::OkStatus();
@@ -89,8 +96,8 @@ ReductionStats PartialSumExchange::TakeStats() {
   return stats;
 }
 
-absl::Status PartialSumExchange::Send(int peer, std::span<const float> values,
-                                      ReductionPoint point, bool summed) {
+absl::Status PartialSumExchange::Send(int peer, std::span<const float> values, ReductionPoint point,
+                                      bool summed) {
   header_.Clear();
   header_.set_protocol_version(wire::PROTOCOL_VERSION);
   wire::PartialSum* p = header_.mutable_partial_sum();
@@ -125,10 +132,10 @@ absl::Status PartialSumExchange::Collect(const std::vector<int>& needed, Reducti
       for (int r : needed) {
         if (filled_[r][round_ % 2] != round_) silent.push_back(r);
       }
-      return absl::DeadlineExceededError(absl::StrCat(
-          "tensor-parallel rank(s) ", absl::StrJoin(silent, ", "),
-          " sent no partial sums for layer ", point.layer, " within ",
-          absl::FormatDuration(deadline_)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("tensor-parallel rank(s) ", absl::StrJoin(silent, ", "),
+                       " sent no partial sums for layer ", point.layer, " within ",
+                       absl::FormatDuration(deadline_)));
     }
     if (!in_.Receive(std::chrono::milliseconds(
             std::max<int64_t>(1, absl::ToInt64Milliseconds(remaining))))) {
@@ -143,8 +150,8 @@ absl::Status PartialSumExchange::Collect(const std::vector<int>& needed, Reducti
     if (p.plan_id() != plan_id_ || p.rank() < 0 || p.rank() >= group_size_ || p.rank() == rank_ ||
         (p.round() != round_ && p.round() != round_ + 1) ||
         frame.size() > Slot(p.rank(), p.round()).size() * sizeof(float)) {
-      in_.DropUnexpected(absl::StrCat("partial sum from rank ", p.rank(), " for round ",
-                                      p.round(), " while at round ", round_));
+      in_.DropUnexpected(absl::StrCat("partial sum from rank ", p.rank(), " for round ", p.round(),
+                                      " while at round ", round_));
       continue;
     }
     std::memcpy(Slot(p.rank(), p.round()).data(), frame.data(), frame.size());

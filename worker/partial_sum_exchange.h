@@ -24,6 +24,7 @@
 #include "engine/partial_sum.h"
 #include "proto/channel.h"
 #include "proto/shardrun.pb.h"
+#include "worker/peer_security.h"
 #include "zmq.hpp"
 
 namespace shardrun {
@@ -37,10 +38,11 @@ struct ReductionStats {
 class PartialSumExchange : public PartialSumReducer {
  public:
   // Binds the reduce socket on `bind` ("tcp://127.0.0.1:0", ...); `advertise_host` replaces
-  // the bound address in endpoint() (empty: as bound).
+  // the bound address in endpoint() (empty: as bound). `security` (CURVE or not) must outlive
+  // the exchange.
   static absl::StatusOr<std::unique_ptr<PartialSumExchange>> Create(
       zmq::context_t& context, const std::string& name, const std::string& bind,
-      const std::string& advertise_host);
+      const std::string& advertise_host, const PeerSecurity& security);
 
   const std::string& endpoint() const { return endpoint_; }
   zmq::socket_t& socket() { return in_.socket(); }
@@ -56,7 +58,8 @@ class PartialSumExchange : public PartialSumReducer {
   ReductionStats TakeStats();
 
  private:
-  PartialSumExchange(zmq::context_t& context, const std::string& name);
+  PartialSumExchange(zmq::context_t& context, const std::string& name,
+                     const PeerSecurity& security);
   absl::Status Send(int peer, std::span<const float> values, ReductionPoint point, bool summed);
   // Receives until every slot in `needed` of round `round_` is filled (or the deadline).
   // Each slot must hold `bytes`.
@@ -65,13 +68,14 @@ class PartialSumExchange : public PartialSumReducer {
 
   zmq::context_t& context_;
   std::string name_;
+  const PeerSecurity& security_;
   Channel in_;
   std::string endpoint_;
   int rank_ = 0;
   int group_size_ = 1;
   wire::Reduction path_ = wire::REDUCTION_NONE;
   absl::Duration deadline_ = absl::Seconds(30);
-  std::vector<std::unique_ptr<Channel>> out_;  // by rank; null for self and unused peers
+  std::vector<std::unique_ptr<Channel>> out_;             // by rank; null for self and unused peers
   std::vector<std::array<std::vector<float>, 2>> slots_;  // [rank][round % 2]
   std::vector<std::array<uint64_t, 2>> filled_;           // round held by each slot (0 none)
   std::vector<std::array<size_t, 2>> filled_bytes_;       // bytes received into each slot

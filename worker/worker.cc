@@ -3,15 +3,21 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <memory>
 #include <map>
+#include <memory>
 #include <optional>
-#include <thread>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "auth/curve.h"
+#include "auth/key_file.h"
+#include "auth/proof.h"
+#include "auth/token_codec.h"
+#include "auth/token_verifier.h"
 #include "kernels/cpu/cpu_level.h"
 #include "model/content_hash.h"
 #include "model/model_file.h"
@@ -20,8 +26,10 @@
 #include "spdlog/spdlog.h"
 #include "worker/expert_client.h"
 #include "worker/fault_injection.h"
+#include "worker/handshake_monitor.h"
 #include "worker/heartbeat_thread.h"
 #include "worker/partial_sum_exchange.h"
+#include "worker/peer_security.h"
 #include "worker/shard_runtime.h"
 #include "worker/weight_cache.h"
 #include "worker/weight_receiver.h"
@@ -57,7 +65,11 @@ class WorkerLoop {
 
  private:
   absl::Status Setup();
+  // Loads the keys and token and starts CURVE (before any socket binds), when configured.
+  absl::Status SetupSecurity();
   void SendHello();
+  // A worker of another origin: answers the coordinator's challenge with its token's proof.
+  absl::Status HandleChallenge(const wire::Challenge& challenge);
   // --wait-coordinator: back to the state before registration, asking again.
   void ForgetCoordinator(const std::string& why);
   absl::Status HandleControl();
@@ -78,7 +90,11 @@ class WorkerLoop {
   const WorkerOptions& options_;
   const std::atomic<bool>* stop_;
   zmq::context_t context_;
+  // Before the channels: its ZAP handler outlives their sockets, the context outlives it.
+  std::unique_ptr<PeerSecurity> security_;
+  std::optional<auth::SignKeyPair> sign_key_;  // with a token: proves the token's subject key
   Channel control_;
+  std::unique_ptr<HandshakeMonitor> handshakes_;  // of control_
   Channel data_in_;
   std::vector<std::unique_ptr<Channel>> next_;  // the next stage's members this worker feeds
   std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
@@ -89,6 +105,9 @@ class WorkerLoop {
   std::unique_ptr<ShardRuntime> shard_;
   std::unique_ptr<WeightReceiver> receiver_;  // while streamed weights arrive
   bool welcomed_ = false;
+  wire::Hello hello_;                      // the last Hello sent, which a proof is bound to
+  bool proof_sent_ = false;                // answered a challenge: no more hellos until answered
+  std::set<std::string> answered_nonces_;  // a challenge repeated for a repeated Hello
   bool done_ = false;
   absl::Status exit_status_;
   absl::Duration heartbeat_interval_ = absl::Milliseconds(500);
@@ -102,14 +121,54 @@ class WorkerLoop {
   absl::Time last_sent_ = absl::InfinitePast();
   int64_t recent_step_us_ = 0;
   std::unique_ptr<HeartbeatThread> pulse_;  // while registered
-  wire::Envelope out_;            // reused for every message sent
-  std::vector<uint8_t> encoded_;  // encoded hidden state, reused
+  wire::Envelope out_;                      // reused for every message sent
+  std::vector<uint8_t> encoded_;            // encoded hidden state, reused
 };
+
+absl::Status WorkerLoop::SetupSecurity() {
+  const bool curve = !options_.server_key_path.empty();
+  if (!options_.token.empty() && !curve) {
+    return absl::InvalidArgumentError(
+        "--token needs --server-key (the coordinator's curve.pub): a token is proved to the "
+        "coordinator over CURVE");
+  }
+  if (curve != !options_.key_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--key DIR (this worker's keys from `shardrun keygen`) and --server-key (the "
+        "coordinator's curve.pub) go together: CURVE needs both");
+  }
+  if (!curve) {
+    security_ = std::make_unique<PeerSecurity>();
+    return absl::OkStatus();
+  }
+  const auth::KeyDirectory paths = auth::KeyPaths(options_.key_dir);
+  auto server = auth::LoadCurvePublicKey(options_.server_key_path);
+  if (!server.ok()) return server.status();
+  auto own = auth::LoadCurveSecretKey(paths.curve_secret);
+  if (!own.ok()) return own.status();
+  if (!options_.token.empty()) {
+    auto sign = auth::LoadSignSecretKey(paths.sign_secret);
+    if (!sign.ok()) return sign.status();
+    sign_key_ = *std::move(sign);
+    auto token = auth::ParseToken(options_.token);
+    if (!token.ok()) return token.status();
+    spdlog::info("worker {}: permission token {} from {} ({}), expires {}", options_.id,
+                 token->claims.TokenIdHex(), token->claims.issuer_origin,
+                 token->claims.scope.ToString(), auth::FormatUnixTime(token->claims.expires_at));
+  }
+  auto security = PeerSecurity::Start(context_, *std::move(own), server->key);
+  if (!security.ok()) return security.status();
+  security_ = *std::move(security);
+  spdlog::info("worker {}: CURVE on, transport key {}", options_.id,
+               security_->keys().Public().Z85());
+  return absl::OkStatus();
+}
 
 absl::Status WorkerLoop::Setup() {
   auto fault = ParseFault(options_.inject);
   if (!fault.ok()) return fault.status();
   fault_ = *fault;
+  if (absl::Status s = SetupSecurity(); !s.ok()) return s;
   if (!options_.model_path.empty()) {
     auto model = ModelFile::Open(options_.model_path);
     if (!model.ok()) return model.status();
@@ -123,8 +182,24 @@ absl::Status WorkerLoop::Setup() {
   std::string host = options_.advertise_host;
   if (host.empty()) host = EndpointHost(options_.connect);
   const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "::1";
+  const std::string bind = loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0";
+  if (absl::Status s = auth::CheckListenSecurity(bind, security_->enabled(), options_.insecure);
+      !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(s.message(), " (a worker: --key DIR and --server-key FILE)"));
+  }
+  if (options_.insecure) {
+    spdlog::warn("worker {}: --insecure: {}", options_.id,
+                 security_->enabled() ? "has no effect with CURVE on"
+                                      : "peers are not authenticated and traffic is not encrypted");
+  }
+  if (absl::Status s = security_->SecureServer(data_in_); !s.ok()) return s;
+  if (absl::Status s = security_->SecureCoordinatorClient(control_.socket()); !s.ok()) return s;
+  auto handshakes = HandshakeMonitor::Start(context_, control_.socket(), security_->enabled());
+  if (!handshakes.ok()) return handshakes.status();
+  handshakes_ = *std::move(handshakes);
   try {
-    data_in_.socket().bind(loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0");
+    data_in_.socket().bind(bind);
     std::string bound = data_in_.socket().get(zmq::sockopt::last_endpoint);
     const std::string port = bound.substr(bound.rfind(':') + 1);
     if (!loopback && options_.advertise_host.empty()) {
@@ -134,14 +209,12 @@ absl::Status WorkerLoop::Setup() {
     }
     data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
-    auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id,
-                                             loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0",
-                                             loopback ? "" : host);
+    auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id, bind,
+                                             loopback ? "" : host, *security_);
     if (!reduce.ok()) return reduce.status();
     reduce_ = *std::move(reduce);
-    auto experts = ExpertClient::Create(context_, "worker " + options_.id,
-                                        loopback ? "tcp://127.0.0.1:0" : "tcp://0.0.0.0:0",
-                                        loopback ? "" : host);
+    auto experts = ExpertClient::Create(context_, "worker " + options_.id, bind,
+                                        loopback ? "" : host, *security_);
     if (!experts.ok()) return experts.status();
     experts_ = *std::move(experts);
     control_.socket().set(zmq::sockopt::routing_id, options_.id);
@@ -173,17 +246,45 @@ void WorkerLoop::SendHello() {
   hello->set_data_endpoint(data_endpoint_);
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
+  hello_ = *hello;
   SendToCoordinator(out_);
 }
 
+absl::Status WorkerLoop::HandleChallenge(const wire::Challenge& challenge) {
+  if (welcomed_ || answered_nonces_.contains(challenge.nonce())) {
+    control_.DropUnexpected("a challenge already answered");
+    return absl::OkStatus();
+  }
+  if (!sign_key_) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the coordinator asks for a permission token: this worker's transport key ",
+                     security_->keys().Public().Z85(),
+                     " is not on its --allow-keys list; pass --token from the model owner"));
+  }
+  absl::StatusOr<wire::Proof> proof =
+      auth::MakeProof(challenge, auth::HelloDigest(hello_), options_.token, *sign_key_,
+                      security_->coordinator_key(), security_->keys().public_key);
+  if (!proof.ok()) return proof.status();
+  answered_nonces_.insert(challenge.nonce());
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  out_.mutable_proof()->Swap(&*proof);
+  SendToCoordinator(out_);
+  proof_sent_ = true;
+  spdlog::info("worker {}: presented its permission token to {}", options_.id,
+               challenge.coordinator_origin());
+  return absl::OkStatus();
+}
+
 void WorkerLoop::ForgetCoordinator(const std::string& why) {
-  spdlog::warn("worker {}: {}; dropping the shard and waiting for a coordinator at {}",
-               options_.id, why, options_.connect);
+  spdlog::warn("worker {}: {}; dropping the shard and waiting for a coordinator at {}", options_.id,
+               why, options_.connect);
   shard_.reset();
   receiver_.reset();
   last_step_.clear();
   pulse_.reset();
   welcomed_ = false;
+  proof_sent_ = false;
   next_hello_ = absl::InfinitePast();
   SendHello();
 }
@@ -217,6 +318,8 @@ void WorkerLoop::ReportLoadFailure(uint64_t plan_id, const absl::Status& status)
 absl::Status WorkerLoop::HandleAssign(const wire::Assign& assign) {
   shard_.reset();
   receiver_.reset();
+  // The new plan's peers may connect from now on, and only they.
+  if (absl::Status s = security_->AllowPeers(assign.inbound_curve_keys()); !s.ok()) return s;
   if (options_.model_path.empty()) return BeginStreamedLoad(assign);
   if (assign.model_hash() != std::string(model_hash_.begin(), model_hash_.end())) {
     return absl::FailedPreconditionError("the assignment is for another model file");
@@ -292,8 +395,7 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
   // A peer that stays silent this long mid-reduction fails the step.
   if (fault_.kind == Fault::Kind::kKillAtLoad) raise(SIGKILL);
   last_step_.clear();
-  if (absl::Status s = reduce_->Configure(assign, model_->config().dim, peer_timeout_);
-      !s.ok()) {
+  if (absl::Status s = reduce_->Configure(assign, model_->config().dim, peer_timeout_); !s.ok()) {
     return s;
   }
   auto shard =
@@ -301,20 +403,24 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
                          reduce_.get(), experts_.get(), report);
   if (!shard.ok()) return shard.status();
   shard_ = *std::move(shard);
-  if (absl::Status s = experts_->Configure(assign, shard_->expert_bank(), model_->config().dim,
-                                           peer_timeout_);
+  if (absl::Status s =
+          experts_->Configure(assign, shard_->expert_bank(), model_->config().dim, peer_timeout_);
       !s.ok()) {
     return s;
   }
   next_.clear();
-  for (const std::string& endpoint : assign.next_endpoints()) {
+  for (int i = 0; i < assign.next_endpoints_size(); ++i) {
+    const std::string& endpoint = assign.next_endpoints(i);
     auto channel = std::make_unique<Channel>(context_, zmq::socket_type::push,
                                              "worker " + options_.id + " -> " + endpoint);
-    try {
-      channel->socket().connect(endpoint);
-    } catch (const zmq::error_t& e) {
-      return absl::UnavailableError(absl::StrCat("cannot connect to ", endpoint, ": ", e.what()));
+    if (absl::Status s = security_->SecurePeerClient(
+            channel->socket(), i < assign.next_curve_keys_size() ? assign.next_curve_keys(i) : "",
+            "the next stage at " + endpoint);
+        !s.ok()) {
+      return s;
     }
+    // Not before the first activation: by then the next stage admits this worker's key.
+    channel->ConnectOnFirstSend(endpoint);
     next_.push_back(std::move(channel));
   }
   out_.Clear();
@@ -351,13 +457,16 @@ absl::Status WorkerLoop::HandleControl() {
           heartbeat_interval_ = absl::Milliseconds(env.welcome().heartbeat_interval_ms());
         }
         pulse_ = std::make_unique<HeartbeatThread>(context_, options_.connect, options_.id,
-                                                   heartbeat_interval_);
+                                                   heartbeat_interval_, *security_);
         if (env.welcome().coordinator_timeout_ms() > 0) {
           coordinator_timeout_ = absl::Milliseconds(env.welcome().coordinator_timeout_ms());
         }
         spdlog::debug("worker {}: registered", options_.id);
         break;
       }
+      case wire::Envelope::kChallenge:
+        if (absl::Status s = HandleChallenge(env.challenge()); !s.ok()) return s;
+        break;
       case wire::Envelope::kAssign:
         if (absl::Status s = HandleAssign(env.assign()); !s.ok()) {
           ReportLoadFailure(env.assign().plan_id(), s);
@@ -387,7 +496,11 @@ absl::Status WorkerLoop::HandleControl() {
           ForgetCoordinator("the coordinator does not know this worker");
           break;
         }
-        spdlog::debug("worker {}: shutdown ({})", options_.id, env.shutdown().reason());
+        if (env.shutdown().reason().starts_with("drained")) {
+          spdlog::warn("worker {}: {}", options_.id, env.shutdown().reason());
+        } else {
+          spdlog::debug("worker {}: shutdown ({})", options_.id, env.shutdown().reason());
+        }
         done_ = true;
         return absl::OkStatus();
       default:
@@ -408,9 +521,10 @@ void WorkerLoop::HandleActivation(Channel& in) {
                                    shard_->assign().plan_id()));
     return;
   }
-  if (auto it = last_step_.find(a.sequence_id()); it != last_step_.end() && a.step() <= it->second) {
-    in.DropUnexpected(absl::StrCat("step ", a.step(), " of sequence ", a.sequence_id(),
-                                   " again (a duplicate)"));
+  if (auto it = last_step_.find(a.sequence_id());
+      it != last_step_.end() && a.step() <= it->second) {
+    in.DropUnexpected(
+        absl::StrCat("step ", a.step(), " of sequence ", a.sequence_id(), " again (a duplicate)"));
     return;
   }
   last_step_[a.sequence_id()] = a.step();
@@ -419,7 +533,8 @@ void WorkerLoop::HandleActivation(Channel& in) {
   if (fault != Fault::Kind::kNone) {
     spdlog::warn("worker {}: injected fault at step {}", options_.id, a.step());
     if (fault == Fault::Kind::kKill) raise(SIGKILL);
-    if (fault == Fault::Kind::kStall) std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+    if (fault == Fault::Kind::kStall)
+      std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
   }
   const std::span<const uint8_t> frame =
       in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
@@ -523,8 +638,13 @@ absl::Status WorkerLoop::Run() {
         }
       }
     }
+    if (std::optional<std::string> failure = handshakes_->TakeFailure()) {
+      if (!welcomed_) return absl::UnauthenticatedError(*failure);
+      spdlog::warn("worker {}: {}", options_.id, *failure);
+    }
     const absl::Time now = absl::Now();
-    if (!welcomed_ && now - last_hello > options_.hello_retry && now >= next_hello_) {
+    if (!welcomed_ && !proof_sent_ && now - last_hello > options_.hello_retry &&
+        now >= next_hello_) {
       SendHello();  // the coordinator may have started after us
       last_hello = now;
     }

@@ -35,6 +35,14 @@ struct WorkerOptions {
   // When the coordinator goes silent (or a new one does not know it): drop the shard and wait
   // for a coordinator at `connect` instead of exiting.
   bool wait_coordinator = false;
+  // Keys and tokens (auth/). With `server_key_path` (the coordinator's curve.pub) every socket
+  // uses CURVE with this worker's keys from `key_dir` (`shardrun keygen`); `token` (its text)
+  // is what a worker of another origin proves when the coordinator asks. Without them, the
+  // worker's sockets listen off loopback only with `insecure`.
+  std::string key_dir;
+  std::string server_key_path;
+  std::string token;
+  bool insecure = false;
 };
 
 // Runs until the coordinator says shutdown, goes silent, or `*stop` becomes true (signal).
