@@ -1,11 +1,16 @@
 // Prefill and decode tokens/s of the single-process engine, as a table.
 //
 //   engine_bench MODEL [MODEL...] [--threads 1,2] [--prompt 128] [--gen 64] [--repeat 3]
+//                [--tsv]
 //
 // For each model and thread count: prefill of a `--prompt`-token prompt (batched), then
-// `--gen` decode steps; the median of `--repeat` runs (after one warm-up run) is printed.
+// `--gen` decode steps; the median of `--repeat` runs (after one warm-up run) is printed,
+// with the weight bytes a decode step reads (every tensor but the embedding table, of which
+// it reads one row) and the rate at which it reads them. `--tsv` prints tab-separated
+// columns without the header, for scripts (bench/compare_llamacpp.py).
 // Prompt tokens are fixed pseudo-random ids, so any model can be measured, text or not.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -41,7 +46,8 @@ absl::StatusOr<Rates> RunOnce(const ModelFile& model, Backend& backend, int prom
   const absl::Time t0 = absl::Now();
   for (int pos = 0; pos < prompt_tokens; pos += batch) {
     const int n = std::min(batch, prompt_tokens - pos);
-    if (absl::Status s = (*local)->Compute(pos, std::span<const int32_t>(prompt).subspan(pos, n), logits);
+    if (absl::Status s =
+            (*local)->Compute(pos, std::span<const int32_t>(prompt).subspan(pos, n), logits);
         !s.ok()) {
       return s;
     }
@@ -57,6 +63,17 @@ absl::StatusOr<Rates> RunOnce(const ModelFile& model, Backend& backend, int prom
   const absl::Time t2 = absl::Now();
   return Rates{prompt_tokens / absl::ToDoubleSeconds(t1 - t0),
                gen_tokens / absl::ToDoubleSeconds(t2 - t1)};
+}
+
+// What one decode step reads of the weights: everything but the embedding table (one row),
+// unless the output matrix is the embedding table itself (tied), which it then reads whole.
+int64_t DecodeWeightBytes(const ModelFile& model) {
+  int64_t bytes = 0;
+  for (const TensorView& t : model.tensors()) {
+    if (t.name == "token_embd.weight" && model.Find("output.weight") != nullptr) continue;
+    bytes += static_cast<int64_t>(t.total_bytes());
+  }
+  return bytes;
 }
 
 double Median(std::vector<double> v) {
@@ -79,14 +96,22 @@ int main(int argc, char** argv) {
   app.add_option("--gen", gen, "Decode steps")->check(CLI::PositiveNumber);
   app.add_option("--repeat", repeat, "Measured runs (median)")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "Prefill batch")->check(CLI::PositiveNumber);
+  bool tsv = false;
+  app.add_flag("--tsv", tsv,
+               "Tab-separated rows without header: model, weights, threads, "
+               "prefill tok/s, decode tok/s, decode weight bytes, decode GB/s");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
-  std::vector<std::string> args(argv, argv + argc);
-  std::printf("command: %s\n\n", absl::StrJoin(args, " ").c_str());
-  std::printf("| model | weights | threads | prefill tok/s (%d tokens) | decode tok/s (%d tokens) |\n",
-              prompt, gen);
-  std::printf("|---|---|---|---|---|\n");
+  if (!tsv) {
+    std::vector<std::string> args(argv, argv + argc);
+    std::printf("command: %s\n\n", absl::StrJoin(args, " ").c_str());
+    std::printf(
+        "| model | weights | threads | prefill tok/s (%d tokens) | decode tok/s (%d tokens) | "
+        "decode weights read | decode GB/s |\n",
+        prompt, gen);
+    std::printf("|---|---|---|---|---|---|---|\n");
+  }
   for (const std::string& path : models) {
     auto model = ModelFile::Open(path);
     if (!model.ok()) {
@@ -111,8 +136,17 @@ int main(int argc, char** argv) {
         }
       }
       const std::string name = path.substr(path.find_last_of('/') + 1);
-      std::printf("| %s | %s | %d | %.1f | %.1f |\n", name.c_str(), type.c_str(), t,
-                  Median(prefill), Median(decode));
+      const int64_t bytes = DecodeWeightBytes(**model);
+      const double decode_rate = Median(decode);
+      if (tsv) {
+        std::printf("%s\t%s\t%d\t%.2f\t%.2f\t%lld\t%.2f\n", name.c_str(), type.c_str(), t,
+                    Median(prefill), decode_rate, static_cast<long long>(bytes),
+                    decode_rate * static_cast<double>(bytes) / 1e9);
+      } else {
+        std::printf("| %s | %s | %d | %.1f | %.1f | %.0f MB | %.1f |\n", name.c_str(), type.c_str(),
+                    t, Median(prefill), decode_rate, static_cast<double>(bytes) / 1e6,
+                    decode_rate * static_cast<double>(bytes) / 1e9);
+      }
       std::fflush(stdout);
     }
   }

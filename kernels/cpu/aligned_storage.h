@@ -1,4 +1,6 @@
-// 64-byte-aligned heap storage that only ever grows: backend buffers and kernel scratch.
+// 64-byte-aligned heap storage that only ever grows: backend buffers, weight copies and
+// kernel scratch. Large storage (2 MiB and more) is mapped directly in huge pages where the
+// system allows them (see aligned_storage.cc).
 #ifndef SHARDRUN_KERNELS_CPU_ALIGNED_STORAGE_H_
 #define SHARDRUN_KERNELS_CPU_ALIGNED_STORAGE_H_
 
@@ -28,7 +30,8 @@ class AlignedStorage {
 
  private:
   struct Free {
-    void operator()(void* p) const { std::free(p); }
+    size_t mapped;  // bytes mapped with mmap, or 0: from aligned_alloc (Free{} is 0)
+    void operator()(void* p) const;
   };
   std::unique_ptr<void, Free> data_;
   size_t capacity_ = 0;

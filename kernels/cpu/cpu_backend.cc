@@ -51,8 +51,8 @@ const float* Data(const DeviceBuffer& b) { return static_cast<const CpuBuffer&>(
 
 }  // namespace
 
-// A weight in the mapped model file, used in place, plus for Q4_0 / Q8_0 matrices on levels
-// that want them tiled (weight_tiles.h) a tiled copy for the matrix products.
+// A weight in the mapped model file, used in place, plus for matrices of the types a level
+// wants tiled (weight_tiles.h) a tiled copy for the matrix products.
 class CpuBackend::Weight final : public DeviceWeight {
  public:
   Weight(const TensorView& view, int64_t row_bytes)
@@ -157,18 +157,21 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::LoadWeight(const Tenso
   }
   auto weight = std::make_unique<Weight>(view, row_bytes);
   const bool tile = (view.type == TensorType::kQ4_0 && kernels_.tile_q4_0) ||
-                    (view.type == TensorType::kQ8_0 && kernels_.tile_q8_0);
-  if (tile && view.rows() >= kTileRows) {
-    // A copy of the matrix in the kernels' layout (the file's bytes stay mapped for Embed).
-    // Measured on a 2-core Zen 4, AVX-512 VNNI, one thread: Q4_0 24 -> 54 GB/s from cache and
-    // 17 -> 24 GB/s from memory, Q8_0 33 -> 74 and 16 -> 23 GB/s; 32-token prefill 2-3x.
+                    (view.type == TensorType::kQ8_0 && kernels_.tile_q8_0) ||
+                    (FloatRowsTileable(view.type, cols) && kernels_.tile_float);
+  const int tile_rows = TileRowsOf(view.type);
+  if (tile && view.rows() >= tile_rows) {
+    // A copy of the matrix in the kernels' layout (the file's bytes stay mapped for Embed),
+    // in huge pages (aligned_storage.h). Measured on a 2-core Zen 4, AVX-512 VNNI, one
+    // thread: Q4_0 24 -> 54 GB/s from cache and 17 -> 24 GB/s from memory, Q8_0 33 -> 74
+    // and 16 -> 23 GB/s; 32-token prefill 2-3x. F16 from memory 16 -> 27 GB/s.
     AlignedStorage tiles;
     auto* dst = static_cast<uint8_t*>(tiles.Reserve(static_cast<size_t>(row_bytes * view.rows())));
     if (dst == nullptr) return fail("out of memory for the tiled copy");
     const auto* src = static_cast<const uint8_t*>(view.data);
     const int64_t rows = view.rows();
-    pool_.ParallelFor(CeilDiv(rows, kTileRows), 64, [&](int64_t begin, int64_t end, int) {
-      TileRows(view.type, src, rows, cols, begin * kTileRows, std::min(end * kTileRows, rows), dst);
+    pool_.ParallelFor(CeilDiv(rows, tile_rows), 64, [&](int64_t begin, int64_t end, int) {
+      TileRows(view.type, src, rows, cols, begin * tile_rows, std::min(end * tile_rows, rows), dst);
     });
     weight->set_tiles(std::move(tiles));
   }

@@ -1,11 +1,12 @@
 // The CPU backend: host memory, SIMD kernels chosen at run time (cpu_level.h) and a thread
 // pool spreading each operation over `threads` threads (the caller included).
 //
-// Weights are used in place in the mapped model file, except Q4_0 and Q8_0 matrices on the
-// AVX-512 (and, for Q4_0, AVX2) kernels: LoadWeight copies those once into a row-interleaved
-// layout (weight_tiles.h) that the kernels multiply 2-3 times faster; Embed still reads the
-// file. Operations run synchronously on the calling thread and its pool; one thread at a
-// time may drive a backend (they share scratch buffers).
+// Weights are used in place in the mapped model file, except matrices of the types a level's
+// kernels want tiled (AVX-512: Q4_0, Q8_0 with VNNI, F32/F16/BF16; AVX2: Q4_0): LoadWeight
+// copies those once, into huge pages, in a row-interleaved layout (weight_tiles.h) that the
+// kernels read as one sequential stream; Embed still reads the file. Operations run
+// synchronously on the calling thread and its pool; one thread at a time may drive a backend
+// (they share scratch buffers).
 #ifndef SHARDRUN_KERNELS_CPU_CPU_BACKEND_H_
 #define SHARDRUN_KERNELS_CPU_CPU_BACKEND_H_
 

@@ -19,7 +19,7 @@ namespace shardrun {
 
 struct MatMulArgs {
   // Weights: row r starts at w + r * w_row_bytes and holds `cols` values. With `tiled`
-  // (Q4_0, Q8_0 on levels that ask for it), the complete tiles of kTileRows rows are in the
+  // (on levels that ask for it), the complete tiles of TileRowsOf(type) rows are in the
   // layout of weight_tiles.h.
   const uint8_t* w = nullptr;
   int64_t w_row_bytes = 0;
@@ -60,9 +60,11 @@ struct CpuKernels {
   using QuantizeFn = void (*)(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* sums);
   QuantizeFn quantize_q8_0;  // for Q8_0 weights
   QuantizeFn quantize_q4_0;  // for Q4_0 weights
-  // Whether matmul_q4_0 / matmul_q8_0 want their weights tiled (weight_tiles.h).
+  // Whether matmul_q4_0 / matmul_q8_0 / the float products want their weights tiled
+  // (weight_tiles.h; floats only where FloatRowsTileable).
   bool tile_q4_0;
   bool tile_q8_0;
+  bool tile_float;
   MatMulFn matmul_f32;
   MatMulFn matmul_f16;
   MatMulFn matmul_bf16;

@@ -371,6 +371,7 @@ const CpuKernels& Avx2Kernels() {
       .quantize_q4_0 = QuantizeQ8_0,
       .tile_q4_0 = true,
       .tile_q8_0 = false,
+      .tile_float = false,
       .matmul_f32 = MatMulFloat<LoadF32>,
       .matmul_f16 = MatMulFloat<LoadF16>,
       .matmul_bf16 = MatMulFloat<LoadBF16>,

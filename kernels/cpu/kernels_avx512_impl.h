@@ -36,6 +36,7 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -152,19 +153,48 @@ struct LoadBF16 {
   }
 };
 
-template <class W>
+// kTiled: the rows are in weight_tiles.h's float layout (whole 64-byte lines, 4 rows
+// interleaved line by line), else in the file's. Either way each row's products are summed in
+// the same order, 16 columns at a time into one vector, so the two give the same bits.
+template <class W, bool kTiled>
 struct FloatKernel {
+  // Vectors of 16 values per 64-byte line, and how far a row's next line is.
+  static constexpr int kPerLine = 64 / (16 * W::kBytes);
+  static constexpr int64_t kLineStep = kTiled ? kFloatTileRows * kFloatTileLine : kFloatTileLine;
+
+  static const uint8_t* Row(const MatMulArgs& a, int64_t r) {
+    if constexpr (kTiled) {
+      return a.w + r / kFloatTileRows * kFloatTileRows * a.w_row_bytes +
+             r % kFloatTileRows * kFloatTileLine;
+    } else {
+      return a.w + r * a.w_row_bytes;
+    }
+  }
+
   template <int R, int T>
   static void Tile(const MatMulArgs& a, int64_t r0, int t0) {
     const uint8_t* w[R];
     const float* x[T];
-    for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_row_bytes;
+    for (int r = 0; r < R; ++r) w[r] = Row(a, r0 + r);
     for (int t = 0; t < T; ++t) x[t] = a.xf + (t0 + t) * a.x_stride;
     __m512 acc[R][T];
     for (int r = 0; r < R; ++r) {
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     }
-    int64_t c = 0;
+    const int64_t lines = a.cols * W::kBytes / 64;
+    for (int64_t l = 0; l < lines; ++l) {
+      for (int v = 0; v < kPerLine; ++v) {
+        const int64_t c = (l * kPerLine + v) * 16;
+        __m512 xv[T];
+        for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x[t] + c);
+        for (int r = 0; r < R; ++r) {
+          const __m512 wv = W::Load(w[r] + l * kLineStep + v * 16 * W::kBytes);
+          for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+      }
+    }
+    // Columns after the last whole line (file layout only: tiled rows are whole lines).
+    int64_t c = lines * kPerLine * 16;
     for (; c + 16 <= a.cols; c += 16) {
       __m512 xv[T];
       for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x[t] + c);
@@ -190,13 +220,26 @@ struct FloatKernel {
   }
 };
 
+template <class K>
+void RunFloat(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  if (row_begin >= row_end) return;
+  if (a.n == 1) {
+    RunTiles<K, 4, 1>(a, row_begin, row_end);
+  } else {
+    RunTiles<K, 4, 4>(a, row_begin, row_end);
+  }
+}
+
 template <class W>
 void MatMulFloat(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
-  if (a.n == 1) {
-    RunTiles<FloatKernel<W>, 4, 1>(a, row_begin, row_end);
-  } else {
-    RunTiles<FloatKernel<W>, 4, 4>(a, row_begin, row_end);
+  if (!a.tiled) {
+    RunFloat<FloatKernel<W, false>>(a, row_begin, row_end);
+    return;
   }
+  // Rows after the last complete group of 4 stay in the file's layout.
+  const int64_t tiled_end = a.rows / kFloatTileRows * kFloatTileRows;
+  RunFloat<FloatKernel<W, true>>(a, row_begin, std::min(row_end, tiled_end));
+  RunFloat<FloatKernel<W, false>>(a, std::max(row_begin, tiled_end), row_end);
 }
 
 // --- Quantized weights ----------------------------------------------------------------------
@@ -562,6 +605,7 @@ constexpr CpuKernels MakeAvx512Kernels() {
       .quantize_q4_0 = QuantizeActs<true>,
       .tile_q4_0 = true,
       .tile_q8_0 = kVnni,
+      .tile_float = true,
       .matmul_f32 = MatMulFloat<LoadF32>,
       .matmul_f16 = MatMulFloat<LoadF16>,
       .matmul_bf16 = MatMulFloat<LoadBF16>,

@@ -138,6 +138,7 @@ const CpuKernels& GenericKernels() {
       .quantize_q4_0 = QuantizeQ8_0,
       .tile_q4_0 = false,
       .tile_q8_0 = false,
+      .tile_float = false,
       .matmul_f32 = MatMulF32,
       .matmul_f16 = MatMulF16,
       .matmul_bf16 = MatMulBF16,

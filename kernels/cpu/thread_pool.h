@@ -67,7 +67,6 @@ class ThreadPool {
   static constexpr uint64_t kJoinedMask = kClosed - 1;
 
   const int threads_;
-  const bool oversubscribed_;  // more threads than cores
   std::vector<std::thread> workers_;
   // The loop being run; written before generation_ is bumped, read after it changes.
   void (*job_call_)(void*, int) = nullptr;
