@@ -205,7 +205,7 @@ void Coordinator::DrainInvalidTokens() {
     spdlog::warn("draining worker {}: {}", id, why);
     Start(out_).mutable_shutdown()->set_reason(absl::StrCat("drained: ", why));
     Send(id, out_);
-    const std::vector<std::string> plan_ids = PlanWorkerIds();
+    const std::vector<std::string>& plan_ids = PlanWorkerIds();
     if (std::find(plan_ids.begin(), plan_ids.end(), id) != plan_ids.end()) {
       drained_.insert(id);  // lost to the plan: recovery moves its shard (recovery.cc)
     } else {
@@ -374,13 +374,16 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
   return true;
 }
 
-std::vector<std::string> Coordinator::PlanWorkerIds() const {
-  std::vector<std::string> ids;
+void Coordinator::SetPlan(const ShardPlan& plan) {
+  plan_ = plan;
+  plan_worker_ids_.clear();
   for (const ShardAssignment& a : plan_.assignments) {
     const std::string& id = plan_.workers[a.worker].worker_id;
-    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    if (std::find(plan_worker_ids_.begin(), plan_worker_ids_.end(), id) ==
+        plan_worker_ids_.end()) {
+      plan_worker_ids_.push_back(id);
+    }
   }
-  return ids;
 }
 
 absl::Status Coordinator::CheckWorkersAlive() const {
@@ -486,7 +489,7 @@ absl::StatusOr<ShardPlan> Coordinator::Plan() const {
 }
 
 absl::Status Coordinator::Deploy(const ShardPlan& plan) {
-  plan_ = plan;
+  SetPlan(plan);
   ++plan_id_;
   loads_.clear();
   offered_.clear();

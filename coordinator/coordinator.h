@@ -201,6 +201,7 @@ class Coordinator {
   std::string endpoint_;
   std::map<std::string, WorkerInfo> workers_;
   ShardPlan plan_;
+  std::vector<std::string> plan_worker_ids_;  // of plan_
   uint64_t plan_id_ = 0;
   // Worker ids of each stage's members, in rank order (one per stage but for tensor plans).
   std::vector<std::vector<std::string>> stage_members_;
@@ -224,7 +225,9 @@ class Coordinator {
   // Files one part of a step's logits; true when the step is complete.
   bool AcceptLogits(PendingStep& pending, const wire::Logits& logits,
                     std::span<const uint8_t> frame);
-  std::vector<std::string> PlanWorkerIds() const;
+  // Every worker the deployed plan uses, once each (checked on every wait: kept, not rebuilt).
+  const std::vector<std::string>& PlanWorkerIds() const { return plan_worker_ids_; }
+  void SetPlan(const ShardPlan& plan);
   // Sends the activation of a step: tokens [pos0, pos0 + n) of the sequence's history.
   void SendStep(uint64_t sequence_id, const PendingStep& step);
   std::map<uint64_t, PendingStep> pending_;

@@ -37,11 +37,14 @@ absl::Status Coordinator::MaybeRebalance() {
   }
   if (plan_.stages.size() < 2) return absl::OkStatus();
   // Mean decode compute time of each stage over the window.
+  // Called before every step: nothing is allocated until a whole window has passed.
+  for (size_t s = 0; s < plan_.stages.size(); ++s) {
+    if (stage_times_[s].decode_steps - balance_mark_[s].first < kWindow) return absl::OkStatus();
+  }
   std::vector<double> time_us(plan_.stages.size(), 0.0);
   for (size_t s = 0; s < plan_.stages.size(); ++s) {
     const StageTimes& t = stage_times_[s];
     const int64_t steps = t.decode_steps - balance_mark_[s].first;
-    if (steps < kWindow) return absl::OkStatus();
     time_us[s] = static_cast<double>(t.decode_compute_us - balance_mark_[s].second) / steps;
   }
   for (size_t s = 0; s < plan_.stages.size(); ++s) {

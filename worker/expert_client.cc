@@ -90,10 +90,9 @@ Channel* ExpertClient::Peer(int worker) {
   return peers_[worker].get();
 }
 
-std::vector<int64_t> ExpertClient::TakeCallCounts() {
-  std::vector<int64_t> counts = call_counts_;
+void ExpertClient::TakeCallCounts(google::protobuf::RepeatedField<int64_t>* counts) {
+  counts->Add(call_counts_.begin(), call_counts_.end());
   std::fill(call_counts_.begin(), call_counts_.end(), 0);
-  return counts;
 }
 
 absl::Status ExpertClient::Run(int layer, std::span<const ExpertCall> calls,

@@ -50,8 +50,9 @@ class ExpertClient : public ExpertDispatcher {
   // Answers every request queued on the socket (the worker's loop calls this when idle).
   void ServeQueued();
 
-  // Calls sent to each plan worker (this one included) since the last call.
-  std::vector<int64_t> TakeCallCounts();
+  // Appends the calls sent to each plan worker (this one included) since the last call to
+  // `counts`, and starts counting again.
+  void TakeCallCounts(google::protobuf::RepeatedField<int64_t>* counts);
 
  private:
   ExpertClient(zmq::context_t& context, const std::string& name, const PeerSecurity& security);

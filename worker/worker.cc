@@ -563,8 +563,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
     t->set_sync_bytes(sync.bytes_sent);
     t->set_rank(assign.rank());
     if (assign.expert_map_size() > 0) {
-      const std::vector<int64_t> calls = experts_->TakeCallCounts();
-      t->mutable_expert_calls()->Add(calls.begin(), calls.end());
+      experts_->TakeCallCounts(t->mutable_expert_calls());
     }
   };
   recent_step_us_ = (recent_step_us_ * 7 + compute_us) / 8;
