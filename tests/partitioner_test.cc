@@ -65,8 +65,8 @@ ModelConfig StoriesConfig() {
 
 ModelShape StoriesShape() { return ShapeOf(StoriesConfig(), TensorType::kF32); }
 
-// TinyLlama-1.1B's hyperparameters in f16.
-ModelShape TinyLlamaShape() {
+// TinyLlama-1.1B's hyperparameters, its matrices stored as `type`.
+ModelShape TinyLlamaShape(TensorType type = TensorType::kF16) {
   ModelConfig c;
   c.name = "tinyllama";
   c.dim = 2048;
@@ -76,7 +76,7 @@ ModelShape TinyLlamaShape() {
   c.n_kv_heads = 4;
   c.vocab_size = 32000;
   c.context_length = 2048;
-  return ShapeOf(c, TensorType::kF16);
+  return ShapeOf(c, type);
 }
 
 // `n` layers of `layer_bytes` each, a small embedding and head.
@@ -670,16 +670,7 @@ TEST(ExpertPlanTest, ErrorsAreClear) {
 // --- Tensor plans ---------------------------------------------------------------------------
 
 TEST(TensorPlanTest, OneStageSplitInProportionToCapacity) {
-  ModelConfig c;
-  c.name = "tinyllama";
-  c.dim = 2048;
-  c.hidden_dim = 5632;
-  c.n_layers = 22;
-  c.n_heads = 32;
-  c.n_kv_heads = 4;
-  c.vocab_size = 32000;
-  c.context_length = 2048;
-  const ModelShape shape = ShapeOf(c, TensorType::kQ4_0);
+  const ModelShape shape = TinyLlamaShape(TensorType::kQ4_0);
   const std::vector<WorkerBudget> workers = {Worker("a", kGiB, 2.0), Worker("b", kGiB, 1.0),
                                              Worker("c", kGiB, 1.0)};
   const ShardPlan plan = PlanOrDie(shape, workers, Options(PartitionKind::kTensor));
