@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -56,6 +57,7 @@ struct ClusterFlags {
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
   bool no_rebalance = false;
+  std::string poll = "block";  // how the coordinator and local workers await messages
   double coordinator_timeout_s = 10;
   std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
@@ -217,6 +219,14 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
   options.step_timeout = absl::Seconds(flags.step_timeout_s);
   options.worker_timeout = absl::Seconds(flags.worker_timeout_s);
   options.rebalance = !flags.no_rebalance;
+  // The coordinator computes nothing, but local workers do: it spins only beside a spare core.
+  int local_threads = 0;
+  if (local) {
+    for (int i = 0; i < flags.shards + flags.spares; ++i) {
+      local_threads = std::max(local_threads, std::atoi(Nth(flags.worker_threads, i).c_str()));
+    }
+  }
+  options.poll = ResolvePollMode(*ParsePollMode(flags.poll), local_threads);
   options.coordinator_timeout = absl::Seconds(flags.coordinator_timeout_s);
   options.access = flags.access;
   options.access.clock_skew = std::chrono::seconds(flags.clock_skew_s);
@@ -292,7 +302,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
           "--mem",       Nth(flags.worker_mem, i),
           "--threads",   Nth(flags.worker_threads, i),
           "--log-level", std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
-      args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i)});
+      args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i), "--poll", flags.poll});
       if (!flags.access.key_dir.empty()) {
         // Same origin: local workers share the coordinator's keys, which it lists itself.
         args.insert(args.end(), {"--key", flags.access.key_dir, "--server-key",
@@ -375,6 +385,12 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--coordinator-timeout", flags->coordinator_timeout_s,
                   "Seconds of coordinator silence after which workers exit (or, with "
                   "--wait-coordinator, wait for a new one)");
+  cmd->add_option("--poll", flags->poll,
+                  "How the coordinator and local workers await activations and logits: spin "
+                  "around their predicted arrival, block (the default: spinning measured no "
+                  "faster on 2 vCPUs, bench/README.md), or auto (spin when the host has a core "
+                  "beyond the workers' threads)")
+      ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

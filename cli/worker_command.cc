@@ -27,6 +27,7 @@ struct WorkerFlags {
   std::string memory = "1G";
   std::string gpu_memory = "0";
   std::string backend = "cpu";
+  std::string poll = "block";
   bool no_local_model = false;
   std::string token;  // TOKEN, @FILE or -
 };
@@ -60,6 +61,11 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                 "When the coordinator goes away, wait for a new one instead of exiting");
   cmd->add_option("--inject", flags->options.inject,
                   "Testing: a fault to inflict on itself, e.g. kill@step=7 (also SHARDRUN_INJECT)");
+  cmd->add_option("--poll", flags->poll,
+                  "How to await activations: spin around their predicted arrival (a core busy "
+                  "for ~1/8 of a token), block (the default), or auto (spin when the host has "
+                  "a core beyond --threads)")
+      ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->add_option("--key", flags->options.key_dir,
@@ -99,6 +105,7 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       }
       flags->options.token = *std::move(token);
     }
+    flags->options.poll = *ParsePollMode(flags->poll);
     // The Hello states the backend, so auto is settled now.
     flags->options.backend = ResolveBackendChoice(
         {*ParseBackendChoice(flags->backend), flags->options.threads, flags->options.vk_device});

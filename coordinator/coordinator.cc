@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -218,9 +219,12 @@ void Coordinator::DrainInvalidTokens() {
 void Coordinator::Pump(absl::Duration timeout) {
   // While weights stream, the loop comes back at once to send the next chunks.
   if (streamer_.busy()) timeout = std::min(timeout, absl::Milliseconds(1));
-  const auto wait =
+  const auto longest =
       std::chrono::milliseconds(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
+  // Around the next logits' predicted arrival the loop polls without sleeping.
+  const auto wait = logits_arrivals_.SleepFor(absl::ToUnixMicros(absl::Now()), longest);
   bool got = control_.Receive(wait);
+  if (!got && wait.count() == 0) std::this_thread::yield();
   while (got) {
     const std::string& sender = control_.sender();
     const wire::Envelope& env = control_.envelope();
@@ -274,6 +278,7 @@ void Coordinator::Pump(absl::Duration timeout) {
         }
         break;
       case wire::Envelope::kLogits: {
+        logits_arrivals_.Arrived(absl::ToUnixMicros(absl::Now()));
         const wire::Logits& l = env.logits();
         auto it = pending_.find(l.sequence_id());
         if (it == pending_.end() || l.step() != it->second.step) {

@@ -26,6 +26,7 @@
 #include "model/model_file.h"
 #include "partitioner/model_shape.h"
 #include "partitioner/shard_plan.h"
+#include "proto/arrival_spin.h"
 #include "proto/channel.h"
 #include "proto/shardrun.pb.h"
 
@@ -44,6 +45,8 @@ struct CoordinatorOptions {
   absl::Duration worker_timeout = absl::Seconds(2);
   // Workers exit when they hear nothing from the coordinator for this long.
   absl::Duration coordinator_timeout = absl::Seconds(10);
+  // How the coordinator awaits logits (proto/arrival_spin.h); resolve kAuto before.
+  PollMode poll = PollMode::kBlock;
   // Registered workers kept out of the plan to replace a dead one at once.
   int spares = 0;
   // Recovery: how long to wait for a worker able to hold a lost shard before giving up on the
@@ -256,6 +259,7 @@ class Coordinator {
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;
   std::vector<int64_t> return_hop_us_;
+  ArrivalSpin logits_arrivals_{options_.poll};
   DecodeSplit decode_split_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   wire::Envelope out_;

@@ -39,6 +39,9 @@ namespace {
 
 int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
+// The loop wakes at least this often for heartbeats and timeouts.
+constexpr std::chrono::milliseconds kLongestPoll(50);
+
 std::string HostName() {
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
@@ -115,6 +118,7 @@ class WorkerLoop {
   absl::Duration peer_timeout_ = absl::Seconds(2);  // partial sums, expert outputs
   absl::Time next_hello_ = absl::InfinitePast();
   Fault fault_;
+  ArrivalSpin arrivals_{ResolvePollMode(options_.poll, options_.threads)};
   // The last step run for each sequence: a duplicated or replayed-too-late activation is dropped.
   std::map<uint64_t, uint64_t> last_step_;
   absl::Time last_heard_ = absl::Now();
@@ -623,7 +627,8 @@ absl::Status WorkerLoop::Run() {
     zmq::pollitem_t items[] = {{control_.socket().handle(), 0, ZMQ_POLLIN, 0},
                                {data_in_.socket().handle(), 0, ZMQ_POLLIN, 0},
                                {experts_->socket().handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 3, std::chrono::milliseconds(50));
+    const std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
+    if (zmq::poll(items, 3, sleep) == 0 && sleep.count() == 0) std::this_thread::yield();
     if (items[2].revents & ZMQ_POLLIN) experts_->ServeQueued();
     if (items[0].revents & ZMQ_POLLIN) {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
@@ -631,6 +636,7 @@ absl::Status WorkerLoop::Run() {
     if (items[1].revents & ZMQ_POLLIN) {
       while (data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
+          arrivals_.Arrived(NowMicros());
           HandleActivation(data_in_);
         } else {
           data_in_.DropUnexpected("only activations travel on the data socket");

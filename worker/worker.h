@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "kernels/backend_factory.h"
+#include "proto/arrival_spin.h"
 
 namespace shardrun {
 
@@ -35,6 +36,9 @@ struct WorkerOptions {
   // When the coordinator goes silent (or a new one does not know it): drop the shard and wait
   // for a coordinator at `connect` instead of exiting.
   bool wait_coordinator = false;
+  // How the loop awaits activations (proto/arrival_spin.h); kAuto spins around the predicted
+  // arrival when the host has a core beyond `threads`.
+  PollMode poll = PollMode::kBlock;
   // Keys and tokens (auth/). With `server_key_path` (the coordinator's curve.pub) every socket
   // uses CURVE with this worker's keys from `key_dir` (`shardrun keygen`); `token` (its text)
   // is what a worker of another origin proves when the coordinator asks. Without them, the
