@@ -83,10 +83,10 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const ClusterFlags& flags) 
   return prompts;
 }
 
-// p50 and p99 of `samples` in microseconds, "-" when empty.
-std::string Percentiles(std::vector<int64_t> samples) {
+// p50 and p99 of the window's samples in microseconds, "-" when empty.
+std::string Percentiles(const LatencyWindow& window) {
+  const std::vector<int64_t> samples = window.Sorted();
   if (samples.empty()) return "-";
-  std::sort(samples.begin(), samples.end());
   auto at = [&](double q) { return samples[static_cast<size_t>(q * (samples.size() - 1))]; };
   return absl::StrCat("p50 ", at(0.5), " us, p99 ", at(0.99), " us");
 }
@@ -425,7 +425,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
     cmd->add_option("--spares", flags->spares,
                     "Start K extra workers kept out of the plan, to replace a lost one at once");
     cmd->add_option("--inject", flags->inject,
-                    "Testing: faults for local workers, e.g. w1:kill@step=7,w2:drop@step=3");
+                    "Testing: faults for local workers, e.g. w1:kill@step=7,w2:drop@step=3 "
+                    "(kinds: worker/fault_injection.h; gpu-lost@step=N and gpu-oom@load for "
+                    "Vulkan workers)");
     cmd->add_option("--worker-backend", flags->worker_backend,
                     "Backend per worker: cpu,vulkan,auto,... (a GPU worker's --worker-mem is "
                     "its GPU memory)");

@@ -60,7 +60,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--wait-coordinator", flags->options.wait_coordinator,
                 "When the coordinator goes away, wait for a new one instead of exiting");
   cmd->add_option("--inject", flags->options.inject,
-                  "Testing: a fault to inflict on itself, e.g. kill@step=7 (also SHARDRUN_INJECT)");
+                  "Testing: a fault to inflict on itself, e.g. kill@step=7 or, on a Vulkan "
+                  "worker, gpu-lost@step=7 (also SHARDRUN_INJECT)");
   cmd->add_option("--poll", flags->poll,
                   "How to await activations: spin around their predicted arrival (a core busy "
                   "for ~1/8 of a token), block (the default), or auto (spin when the host has "

@@ -355,7 +355,7 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.compute_us += t.compute_us();
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
-      st.hop_us.push_back(t.wait_us());
+      st.hop_us.Add(t.wait_us());
       if (pending.n_tokens == 1) {
         st.decode_steps++;
         st.decode_compute_us += t.compute_us();
@@ -369,7 +369,7 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       for (const wire::StageTiming& t : l.timings()) decode_split_.compute_us += t.compute_us();
     }
     if (l.sent_at_us() > 0) {
-      return_hop_us_.push_back(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
+      return_hop_us_.Add(absl::ToUnixMicros(absl::Now()) - l.sent_at_us());
     }
   }
   const uint64_t all =
@@ -711,7 +711,10 @@ absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const
 
 void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
   const std::vector<int32_t>& history = history_[sequence_id];
-  wire::Activation* a = Start(out_).mutable_activation();
+  // Per token: on the arena, so that building the message allocates nothing.
+  wire::Envelope& envelope = step_out_.Fresh();
+  envelope.set_protocol_version(wire::PROTOCOL_VERSION);
+  wire::Activation* a = envelope.mutable_activation();
   a->set_sequence_id(sequence_id);
   a->set_plan_id(plan_id_);
   a->set_step(step.step);
@@ -720,7 +723,7 @@ void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
   a->mutable_tokens()->Add(history.begin() + step.pos0,
                            history.begin() + step.pos0 + step.n_tokens);
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
-  for (const std::string& id : stage_members_[0]) Send(id, out_);
+  for (const std::string& id : stage_members_[0]) Send(id, envelope);
 }
 
 absl::StatusOr<uint64_t> Coordinator::WaitAny() {

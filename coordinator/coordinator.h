@@ -17,10 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "auth/keys.h"
 #include "coordinator/access_control.h"
+#include "coordinator/latency_window.h"
 #include "coordinator/weight_streamer.h"
 #include "model/content_hash.h"
 #include "model/model_file.h"
@@ -28,6 +30,7 @@
 #include "partitioner/shard_plan.h"
 #include "proto/arrival_spin.h"
 #include "proto/channel.h"
+#include "proto/envelope_arena.h"
 #include "proto/shardrun.pb.h"
 
 namespace shardrun {
@@ -89,9 +92,9 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
-  int64_t sync_us = 0;          // tensor parallelism: part of compute_us spent adding partial sums
-  int64_t sync_bytes = 0;       // partial-sum bytes one member sent
-  std::vector<int64_t> hop_us;  // latency of the hop into this stage, one sample per step
+  int64_t sync_us = 0;     // tensor parallelism: part of compute_us spent adding partial sums
+  int64_t sync_bytes = 0;  // partial-sum bytes one member sent
+  LatencyWindow hop_us;    // latency of the hop into this stage, one sample per step
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
   int64_t decode_steps = 0;           // one-token steps, and their compute time (load balancing)
   int64_t decode_compute_us = 0;
@@ -145,7 +148,7 @@ class Coordinator {
   };
   const DecodeSplit& decode_split() const { return decode_split_; }
   // Latency of the hop from the last stage back to the coordinator, one sample per step.
-  const std::vector<int64_t>& return_hop_us() const { return return_hop_us_; }
+  const LatencyWindow& return_hop_us() const { return return_hop_us_; }
   const ShardPlan& plan() const { return plan_; }
   const ModelFile& model() const { return model_; }
   const CoordinatorOptions& options() const { return options_; }
@@ -233,7 +236,8 @@ class Coordinator {
   void SetPlan(const ShardPlan& plan);
   // Sends the activation of a step: tokens [pos0, pos0 + n) of the sequence's history.
   void SendStep(uint64_t sequence_id, const PendingStep& step);
-  std::map<uint64_t, PendingStep> pending_;
+  // By sequence. A flat hash map: a step's entry comes and goes without allocating.
+  absl::flat_hash_map<uint64_t, PendingStep> pending_;
   std::deque<uint64_t> completed_;
   std::string worker_error_;
   // Every token each live sequence has been fed, by position: what rebuilds its KV caches.
@@ -258,11 +262,12 @@ class Coordinator {
   bool recovering_ = false;
   uint64_t next_step_ = 1;
   std::vector<StageTimes> stage_times_;
-  std::vector<int64_t> return_hop_us_;
+  LatencyWindow return_hop_us_;
   ArrivalSpin logits_arrivals_{options_.poll};
   DecodeSplit decode_split_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   wire::Envelope out_;
+  EnvelopeArena step_out_;  // the activations of steps (SendStep)
 };
 
 }  // namespace shardrun

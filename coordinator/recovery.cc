@@ -82,9 +82,9 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + options_.recovery_timeout;
   spdlog::warn("recovering: {}", why);
-  // The steps in flight start again once the caches are rebuilt.
-  std::map<uint64_t, PendingStep> in_flight;
-  in_flight.swap(pending_);
+  // The steps in flight start again once the caches are rebuilt (in sequence order).
+  std::map<uint64_t, PendingStep> in_flight(pending_.begin(), pending_.end());
+  pending_.clear();
   std::vector<std::string> dead = lost;
   std::string problem = why;
   absl::Time last_report = absl::InfinitePast();

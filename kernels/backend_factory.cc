@@ -50,6 +50,23 @@ std::string AutoSkipReason(const BackendOptions& options) {
                           : "no Vulkan GPU (only CPU-type devices, slower than the CPU backend)";
 }
 
+// CreateBackend without the injected fault.
+absl::StatusOr<std::unique_ptr<Backend>> CreateUnfaulted(const BackendOptions& options) {
+  switch (options.kind) {
+    case BackendChoice::kCpu:
+      return CreateCpu(options);
+    case BackendChoice::kVulkan:
+      return CreateVulkan(options);
+    case BackendChoice::kAuto:
+      break;
+  }
+  if (ResolveBackendChoice(options) == BackendChoice::kCpu) return CreateCpu(options);
+  auto vulkan = CreateVulkan(options);
+  if (vulkan.ok()) return vulkan;
+  spdlog::info("backend auto: CPU (Vulkan failed: {})", std::string(vulkan.status().message()));
+  return CreateCpu(options);
+}
+
 }  // namespace
 
 absl::StatusOr<BackendChoice> ParseBackendChoice(std::string_view name) {
@@ -73,19 +90,34 @@ std::string_view BackendChoiceName(BackendChoice choice) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
-  switch (options.kind) {
-    case BackendChoice::kCpu:
-      return CreateCpu(options);
-    case BackendChoice::kVulkan:
-      return CreateVulkan(options);
-    case BackendChoice::kAuto:
-      break;
+  auto backend = CreateUnfaulted(options);
+  if (!backend.ok() || options.fault == DeviceFault::kNone) return backend;
+  if (absl::Status s = InjectDeviceFault(**backend, options.fault); !s.ok()) return s;
+  return backend;
+}
+
+absl::Status InjectDeviceFault(Backend& backend, DeviceFault fault) {
+#if SHARDRUN_HAVE_VULKAN
+  if (auto* vulkan = dynamic_cast<VulkanBackend*>(&backend); vulkan != nullptr) {
+    switch (fault) {
+      case DeviceFault::kNone:
+        vulkan->InjectFault(VulkanFault::kNone);
+        break;
+      case DeviceFault::kLost:
+        vulkan->InjectFault(VulkanFault::kDeviceLost);
+        break;
+      case DeviceFault::kOutOfMemory:
+        vulkan->InjectFault(VulkanFault::kOutOfDeviceMemory);
+        break;
+    }
+    return absl::OkStatus();
   }
-  if (ResolveBackendChoice(options) == BackendChoice::kCpu) return CreateCpu(options);
-  auto vulkan = CreateVulkan(options);
-  if (vulkan.ok()) return vulkan;
-  spdlog::info("backend auto: CPU (Vulkan failed: {})", std::string(vulkan.status().message()));
-  return CreateCpu(options);
+#else
+  (void)fault;
+#endif
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot inject a GPU fault into the ", backend.name(),
+      " backend: it has no device (GPU faults need a Vulkan worker, --backend vulkan)"));
 }
 
 BackendChoice ResolveBackendChoice(const BackendOptions& options) {

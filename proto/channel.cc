@@ -89,13 +89,14 @@ bool Channel::ReceiveOne() {
   for (size_t i = first; i < parts_.size(); ++i) {
     frames_.push_back({static_cast<const uint8_t*>(parts_[i].data()), parts_[i].size()});
   }
-  absl::Status status = DecodeMessageInto(frames_, limits_, &decoded_);
-  if (status.ok() && sender_access_ == PeerAccess::kHandshakeOnly &&
-      !decoded_.envelope.has_hello() && !decoded_.envelope.has_proof()) {
-    status = absl::PermissionDeniedError(absl::StrCat(
-        "a peer that is not admitted yet sent a ",
-        decoded_.envelope.GetDescriptor()->FindFieldByNumber(decoded_.envelope.body_case())->name(),
-        "; only its hello and proof are heard"));
+  absl::Status status = DecodeMessageInto(frames_, limits_, &received_.Fresh(), &tensors_);
+  const wire::Envelope& envelope = received_.current();
+  if (status.ok() && sender_access_ == PeerAccess::kHandshakeOnly && !envelope.has_hello() &&
+      !envelope.has_proof()) {
+    status = absl::PermissionDeniedError(
+        absl::StrCat("a peer that is not admitted yet sent a ",
+                     envelope.GetDescriptor()->FindFieldByNumber(envelope.body_case())->name(),
+                     "; only its hello and proof are heard"));
   }
   stats_.Count(status);
   if (status.ok()) return true;

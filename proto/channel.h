@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "proto/envelope_arena.h"
 #include "proto/message_codec.h"
 #include "proto/shardrun.pb.h"
 #include "zmq.hpp"
@@ -60,8 +61,9 @@ class Channel {
   // Takes whatever message is queued without waiting.
   bool ReceiveNow() { return Receive(std::chrono::milliseconds(0)); }
 
-  const wire::Envelope& envelope() const { return decoded_.envelope; }
-  std::span<const std::span<const uint8_t>> tensors() const { return decoded_.tensors; }
+  // Valid until the next Receive (the envelope's storage is reused: proto/envelope_arena.h).
+  const wire::Envelope& envelope() const { return received_.current(); }
+  std::span<const std::span<const uint8_t>> tensors() const { return tensors_; }
   const std::string& sender() const { return sender_; }  // ROUTER only: the peer's routing id
   // The ZAP User-Id of the last message's connection (with CURVE, the peer's public key in
   // Z85); empty without authentication.
@@ -96,7 +98,8 @@ class Channel {
   std::string header_;  // encode buffer, reused
   std::vector<zmq::message_t> parts_;
   std::vector<Frame> frames_;
-  DecodedMessage decoded_;
+  EnvelopeArena received_;  // the last message's envelope
+  std::vector<std::span<const uint8_t>> tensors_;
   std::string sender_;
   std::string sender_user_id_;
   PeerAccess sender_access_ = PeerAccess::kFull;

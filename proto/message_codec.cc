@@ -295,14 +295,20 @@ absl::Status CheckSmallBody(const wire::Envelope& envelope) {
 
 absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits& limits,
                                DecodedMessage* out) {
-  out->tensors.clear();
+  return DecodeMessageInto(frames, limits, &out->envelope, &out->tensors);
+}
+
+absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits& limits,
+                               wire::Envelope* envelope_out,
+                               std::vector<std::span<const uint8_t>>* tensors) {
+  tensors->clear();
   if (frames.empty()) return Malformed("message has no frames");
   const Frame& header = frames[0];
   if (header.size > limits.max_header_bytes || header.size > static_cast<size_t>(INT_MAX)) {
     return Oversized("envelope has %d bytes, the limit is %d", header.size,
                      limits.max_header_bytes);
   }
-  wire::Envelope& envelope = out->envelope;
+  wire::Envelope& envelope = *envelope_out;
   if (!envelope.ParseFromArray(header.data, static_cast<int>(header.size))) {
     envelope.Clear();
     return Malformed("malformed envelope (%d bytes)", header.size);
@@ -339,26 +345,26 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
       return Oversized("%s: frame %d has %d bytes, the limit is %d", name, i, frames[i].size,
                        limits.max_tensor_bytes);
     }
-    out->tensors.emplace_back(frames[i].data, frames[i].size);
+    tensors->emplace_back(frames[i].data, frames[i].size);
   }
 
   switch (body) {
     case wire::Envelope::kActivation:
-      return CheckActivation(envelope.activation(), out->tensors, limits);
+      return CheckActivation(envelope.activation(), (*tensors), limits);
     case wire::Envelope::kLogits:
-      return CheckLogits(envelope.logits(), out->tensors, limits);
+      return CheckLogits(envelope.logits(), (*tensors), limits);
     case wire::Envelope::kWeightChunk:
-      return CheckWeightChunk(envelope.weight_chunk(), out->tensors[0]);
+      return CheckWeightChunk(envelope.weight_chunk(), (*tensors)[0]);
     case wire::Envelope::kPartialSum:
-      return CheckTensorFrame("partial sum: values", envelope.partial_sum().values(),
-                              out->tensors[0], limits);
+      return CheckTensorFrame("partial sum: values", envelope.partial_sum().values(), (*tensors)[0],
+                              limits);
     case wire::Envelope::kExpertRequest: {
       const wire::ExpertRequest& r = envelope.expert_request();
       if (r.inputs().type() != wire::ACTIVATION_F32 || r.inputs().shape_size() != 2 ||
           r.inputs().shape(0) != r.experts_size()) {
         return Malformed("expert request: f32 inputs with one row per expert expected");
       }
-      return CheckTensorFrame("expert request: inputs", r.inputs(), out->tensors[0], limits);
+      return CheckTensorFrame("expert request: inputs", r.inputs(), (*tensors)[0], limits);
     }
     case wire::Envelope::kExpertReply:
       if (!envelope.expert_reply().has_outputs()) return absl::OkStatus();
@@ -366,7 +372,7 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
         return Malformed("expert reply: outputs must be f32");
       }
       return CheckTensorFrame("expert reply: outputs", envelope.expert_reply().outputs(),
-                              out->tensors[0], limits);
+                              (*tensors)[0], limits);
     default:
       break;
   }

@@ -57,6 +57,11 @@ absl::StatusOr<DecodedMessage> DecodeMessage(std::span<const Frame> frames,
 // The same into `out`, reusing its storage; on failure `out` holds no usable message.
 absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits& limits,
                                DecodedMessage* out);
+// The same into an envelope the caller provides (an arena's: proto/envelope_arena.h) and the
+// raw frames into `tensors`.
+absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits& limits,
+                               wire::Envelope* envelope,
+                               std::vector<std::span<const uint8_t>>* tensors);
 
 // For a decoded Hello or Welcome: OK when the peer speaks wire::PROTOCOL_VERSION, otherwise
 // FailedPrecondition "peer speaks protocol version 2, this build speaks 1" (the text for

@@ -1,6 +1,7 @@
 // The Vulkan backend against the CPU backend: every kernel on random data for every weight
 // type, batched and single-token, the split-binding paths under a tiny binding limit, whole
-// models generating greedily, the on-disk pipeline cache and the backend factory.
+// models generating greedily, the on-disk pipeline cache, the backend factory, and device
+// failures (lost, out of memory; injected through the real error path).
 //
 // Runs on whatever Vulkan device the loader offers (lavapipe on machines without a GPU) with
 // the Khronos validation layer on when it is installed; every test ends by asserting that
@@ -36,6 +37,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/device_failure.h"
 #include "kernels/quantize.h"
 #include "kernels/tensor_type.h"
 #include "model/model_file.h"
@@ -404,6 +406,89 @@ TEST_F(VulkanTest, AllocationFailureIsAStatus) {
   auto buffer = Upload(*backend_, {1.0f, 2.0f});
   EXPECT_EQ(Download(*backend_, *buffer), (std::vector<float>{1.0f, 2.0f}));
   EXPECT_TRUE(backend_->Synchronize().ok());
+}
+
+// A lost device and device or host memory running out are device failures (the worker
+// leaves and recovery moves its shard); other errors of the same codes are not.
+TEST(DeviceFailureTest, VkCheckMarksDeviceLossAndOutOfMemoryOnly) {
+  const absl::Status lost = VkCheck(VK_ERROR_DEVICE_LOST, "vkQueueSubmit");
+  EXPECT_TRUE(absl::IsUnavailable(lost)) << lost;
+  EXPECT_TRUE(IsDeviceFailure(lost)) << lost;
+  const absl::Status oom = VkCheck(VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory");
+  EXPECT_TRUE(absl::IsResourceExhausted(oom)) << oom;
+  EXPECT_TRUE(IsDeviceFailure(oom)) << oom;
+  EXPECT_TRUE(IsDeviceFailure(VkCheck(VK_ERROR_OUT_OF_HOST_MEMORY, "vkCreateBuffer")));
+
+  EXPECT_FALSE(IsDeviceFailure(absl::UnavailableError("worker w2 went silent")));
+  EXPECT_FALSE(IsDeviceFailure(absl::ResourceExhaustedError("all 1 KV caches are in use")));
+  const absl::Status no_driver = VkCheck(VK_ERROR_INITIALIZATION_FAILED, "vkCreateInstance");
+  EXPECT_TRUE(absl::IsUnavailable(no_driver));
+  EXPECT_FALSE(IsDeviceFailure(no_driver));
+  EXPECT_FALSE(IsDeviceFailure(VkCheck(VK_SUCCESS, "vkQueueSubmit")));
+
+  // Naming the device keeps the mark and the message; other statuses stay as they are.
+  const absl::Status named = NameFailedDevice(lost, "llvmpipe");
+  EXPECT_TRUE(IsDeviceFailure(named));
+  EXPECT_EQ(FailedDeviceName(named), "llvmpipe");
+  EXPECT_EQ(named.message(), lost.message());
+  EXPECT_EQ(named.code(), lost.code());
+  const absl::Status peer = NameFailedDevice(absl::UnavailableError("peer gone"), "llvmpipe");
+  EXPECT_FALSE(IsDeviceFailure(peer));
+  EXPECT_EQ(FailedDeviceName(peer), "");
+}
+
+// An injected loss goes through the backend's real error path: the next submission fails,
+// and so does everything after it, each a device failure naming the device.
+TEST_F(VulkanTest, InjectedDeviceLossIsAPermanentDeviceFailure) {
+  VulkanBackend* gpu = MakeVulkan(0);
+  ASSERT_NE(gpu, nullptr);
+  auto buffer = Upload(*gpu, {1.0f, 2.0f});
+  ASSERT_TRUE(gpu->Synchronize().ok());
+  ASSERT_TRUE(InjectDeviceFault(*gpu, DeviceFault::kLost).ok());
+  gpu->Add(*buffer, *buffer, 2);
+  const absl::Status lost = gpu->Synchronize();
+  EXPECT_TRUE(absl::IsUnavailable(lost)) << lost;
+  EXPECT_TRUE(IsDeviceFailure(lost)) << lost;
+  EXPECT_NE(lost.message().find("vkQueueSubmit failed: VK_ERROR_DEVICE_LOST"),
+            absl::string_view::npos)
+      << lost;
+  EXPECT_EQ(FailedDeviceName(lost), gpu->context().info().name);
+  std::vector<float> host(2, 7.0f);
+  gpu->Read(*buffer, 0, host);
+  EXPECT_EQ(host, (std::vector<float>{0.0f, 0.0f}));  // a failed backend reads zeros
+  EXPECT_TRUE(IsDeviceFailure(gpu->Synchronize()));
+  EXPECT_TRUE(IsDeviceFailure(gpu->Allocate(16).status()));
+  const HostWeight w = MakeWeight(TensorType::kF32, 4, 32, 1);
+  EXPECT_TRUE(IsDeviceFailure(gpu->LoadWeight(w.view).status()));
+  // A lost device stays lost.
+  ASSERT_TRUE(InjectDeviceFault(*gpu, DeviceFault::kNone).ok());
+  EXPECT_EQ(gpu->context().InjectedResult(VulkanCall::kQueueSubmit), VK_ERROR_DEVICE_LOST);
+  EXPECT_EQ(gpu->context().InjectedResult(VulkanCall::kWaitForFences), VK_ERROR_DEVICE_LOST);
+}
+
+// Injected at creation (gpu-oom@load): no weight or buffer can be had, each refusal a
+// ResourceExhausted device failure; the CPU backend has no device to fail.
+TEST_F(VulkanTest, InjectedOutOfMemoryFailsEveryAllocation) {
+  BackendOptions options;
+  options.kind = BackendChoice::kVulkan;
+  options.fault = DeviceFault::kOutOfMemory;
+  auto backend = CreateBackend(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const absl::Status buffer = (*backend)->Allocate(16).status();
+  EXPECT_TRUE(absl::IsResourceExhausted(buffer)) << buffer;
+  EXPECT_TRUE(IsDeviceFailure(buffer)) << buffer;
+  EXPECT_NE(buffer.message().find("VK_ERROR_OUT_OF_DEVICE_MEMORY"), absl::string_view::npos);
+  EXPECT_FALSE(FailedDeviceName(buffer).empty());
+  const HostWeight w = MakeWeight(TensorType::kQ8_0, 4, 64, 2);
+  const absl::Status weight = (*backend)->LoadWeight(w.view).status();
+  EXPECT_TRUE(IsDeviceFailure(weight)) << weight;
+  EXPECT_TRUE((*backend)->Synchronize().ok());  // nothing was lost, only refused
+
+  options.kind = BackendChoice::kCpu;
+  const absl::Status cpu = CreateBackend(options).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(cpu)) << cpu;
+  EXPECT_NE(cpu.message().find("--backend vulkan"), absl::string_view::npos) << cpu;
+  EXPECT_FALSE(InjectDeviceFault(*cpu_, DeviceFault::kLost).ok());
 }
 
 TEST_F(VulkanTest, PipelineCacheIsWarmOnTheSecondStart) {

@@ -9,7 +9,8 @@
 namespace shardrun {
 
 Fault::Kind Fault::FireAt(uint64_t at_step) {
-  if (kind == Kind::kNone || kind == Kind::kKillAtLoad || kind == Kind::kSlow || at_step != step) {
+  if (kind == Kind::kNone || kind == Kind::kKillAtLoad || kind == Kind::kGpuOomAtLoad ||
+      kind == Kind::kSlow || at_step != step) {
     return Kind::kNone;
   }
   const Kind fired = kind;
@@ -21,9 +22,11 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
   Fault fault;
   if (spec.empty()) return fault;
   auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--inject ", spec, ": expected kill@step=N, kill@load, stall@step=N:ms=M, drop@step=N, "
-        "duplicate@step=N, corrupt@step=N, slow@ms=M or slow@x=F"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inject ", spec,
+                     ": expected kill@step=N, kill@load, stall@step=N:ms=M, drop@step=N, "
+                     "duplicate@step=N, corrupt@step=N, slow@ms=M, slow@x=F, gpu-lost@step=N or "
+                     "gpu-oom@load"));
   };
   const std::vector<std::string> parts = absl::StrSplit(spec, '@');
   if (parts.size() != 2) return bad();
@@ -42,8 +45,14 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
     fault.kind = Fault::Kind::kKillAtLoad;
     return fault;
   }
+  if (what == "gpu-oom" && parts[1] == "load") {
+    fault.kind = Fault::Kind::kGpuOomAtLoad;
+    return fault;
+  }
   if (what == "kill") {
     fault.kind = Fault::Kind::kKill;
+  } else if (what == "gpu-lost") {
+    fault.kind = Fault::Kind::kGpuLost;
   } else if (what == "stall") {
     fault.kind = Fault::Kind::kStall;
   } else if (what == "drop") {

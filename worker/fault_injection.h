@@ -10,7 +10,12 @@
 //   slow@ms=M             take M ms longer over every step (lasts)
 //   slow@x=F              take F times as long over every step (a tab whose CPU another
 //                         process takes; lasts)
+//   gpu-lost@step=N       the Vulkan device is lost at step N: that step's queue submission
+//                         and every later one report VK_ERROR_DEVICE_LOST (Vulkan workers)
+//   gpu-oom@load          every device allocation while loading the shard reports
+//                         VK_ERROR_OUT_OF_DEVICE_MEMORY (Vulkan workers)
 // Steps are the coordinator's step numbers (Activation.step). Each fault but slow fires once.
+// The GPU faults go through the backend's real error path (kernels/backend_factory.h).
 #ifndef SHARDRUN_WORKER_FAULT_INJECTION_H_
 #define SHARDRUN_WORKER_FAULT_INJECTION_H_
 
@@ -22,7 +27,18 @@
 namespace shardrun {
 
 struct Fault {
-  enum class Kind { kNone, kKill, kKillAtLoad, kStall, kDrop, kDuplicate, kCorrupt, kSlow };
+  enum class Kind {
+    kNone,
+    kKill,
+    kKillAtLoad,
+    kStall,
+    kDrop,
+    kDuplicate,
+    kCorrupt,
+    kSlow,
+    kGpuLost,
+    kGpuOomAtLoad,
+  };
   Kind kind = Kind::kNone;
   uint64_t step = 0;
   int stall_ms = 0;
@@ -30,6 +46,8 @@ struct Fault {
 
   // The fault's kind when `at_step` is its step (then it is spent), else kNone.
   Kind FireAt(uint64_t at_step);
+  // Whether it is a GPU fault (only a Vulkan worker can have one).
+  bool on_gpu() const { return kind == Kind::kGpuLost || kind == Kind::kGpuOomAtLoad; }
 };
 
 // Parses SPEC (empty: no fault).

@@ -54,8 +54,8 @@ ModelSlice SliceOf(const wire::Assign& assign) {
   slice.experts = assign.expert_map_size() == 0;  // expert plans: experts run elsewhere
   if (assign.tensor_split()) {
     auto range = [](const wire::Range& r) { return IndexRange{r.begin(), r.end()}; };
-    slice.split = TensorSplit{range(assign.kv_heads()), range(assign.ffn_columns()),
-                              range(assign.vocab())};
+    slice.split =
+        TensorSplit{range(assign.kv_heads()), range(assign.ffn_columns()), range(assign.vocab())};
   }
   return slice;
 }
@@ -95,8 +95,7 @@ absl::StatusOr<std::unique_ptr<ShardRuntime>> ShardRuntime::Load(
     runtime->bank_ = *std::move(bank);
   }
   if (!has_stage) return runtime;
-  auto stage =
-      StageForward::Create(model, slice, *runtime->backend_, assign.max_batch(), reducer);
+  auto stage = StageForward::Create(model, slice, *runtime->backend_, assign.max_batch(), reducer);
   if (!stage.ok()) return stage.status();
   runtime->stage_ = *std::move(stage);
   runtime->stage_->set_expert_dispatcher(experts);
@@ -115,6 +114,10 @@ absl::StatusOr<KvCache*> ShardRuntime::CacheFor(uint64_t sequence_id) {
   auto cache = stage_->NewKvCache(assign_.context_length());
   if (!cache.ok()) return cache.status();
   return &caches_.emplace(sequence_id, *std::move(cache)).first->second;
+}
+
+absl::Status ShardRuntime::InjectDeviceFault(DeviceFault fault) {
+  return ::shardrun::InjectDeviceFault(*backend_, fault);
 }
 
 absl::Status ShardRuntime::Step(const wire::Activation& activation,

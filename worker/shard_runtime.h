@@ -46,6 +46,8 @@ class ShardRuntime {
   std::span<const float> output() const { return {output_.data(), output_size_}; }
 
   void EndSequence(uint64_t sequence_id) { caches_.erase(sequence_id); }
+  // Testing (worker/fault_injection.h): the backend's device fails from now on.
+  absl::Status InjectDeviceFault(DeviceFault fault);
   // False for a worker that only holds experts.
   bool has_stage() const { return stage_ != nullptr; }
   const ModelSlice& slice() const { return slice_; }

@@ -19,9 +19,11 @@
 #include "auth/token_codec.h"
 #include "auth/token_verifier.h"
 #include "kernels/cpu/cpu_level.h"
+#include "kernels/device_failure.h"
 #include "model/content_hash.h"
 #include "model/model_file.h"
 #include "proto/channel.h"
+#include "proto/envelope_arena.h"
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
 #include "worker/expert_client.h"
@@ -86,6 +88,9 @@ class WorkerLoop {
   absl::Status FinishStreamedLoad();
   absl::Status LoadShard(const wire::Assign& assign);
   void ReportLoadFailure(uint64_t plan_id, const absl::Status& status);
+  // A device that failed (kernels/device_failure.h) cannot serve again: says Leaving, so that
+  // the coordinator moves the shard elsewhere, and ends the loop with the failure.
+  absl::Status LeaveForDeviceFailure(const absl::Status& failure);
   void SendToCoordinator(const wire::Envelope& envelope,
                          std::span<const std::span<const uint8_t>> tensors = {});
   void SendError(const std::string& message, uint64_t sequence_id);
@@ -119,6 +124,7 @@ class WorkerLoop {
   absl::Time next_hello_ = absl::InfinitePast();
   Fault fault_;
   ArrivalSpin arrivals_{ResolvePollMode(options_.poll, options_.threads)};
+  EnvelopeArena step_out_;  // the activation or logits of each step (HandleActivation)
   // The last step run for each sequence: a duplicated or replayed-too-late activation is dropped.
   std::map<uint64_t, uint64_t> last_step_;
   absl::Time last_heard_ = absl::Now();
@@ -172,6 +178,11 @@ absl::Status WorkerLoop::Setup() {
   auto fault = ParseFault(options_.inject);
   if (!fault.ok()) return fault.status();
   fault_ = *fault;
+  if (fault_.on_gpu() && options_.backend != BackendChoice::kVulkan) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--inject ", options_.inject, ": a GPU fault needs a Vulkan worker (--backend vulkan); ",
+        "this one runs the ", std::string(BackendChoiceName(options_.backend)), " backend"));
+  }
   if (absl::Status s = SetupSecurity(); !s.ok()) return s;
   if (!options_.model_path.empty()) {
     auto model = ModelFile::Open(options_.model_path);
@@ -319,6 +330,21 @@ void WorkerLoop::ReportLoadFailure(uint64_t plan_id, const absl::Status& status)
   spdlog::error("worker {}: loading failed: {}", options_.id, std::string(status.message()));
 }
 
+absl::Status WorkerLoop::LeaveForDeviceFailure(const absl::Status& failure) {
+  const std::string device = FailedDeviceName(failure);
+  const std::string reason =
+      absl::StrCat("GPU ", device.empty() ? "" : device + " ", "failed: ", failure.message());
+  out_.Clear();
+  out_.set_protocol_version(wire::PROTOCOL_VERSION);
+  out_.mutable_leaving()->set_reason(reason);
+  // The socket drops what is unsent when it closes: give the Leaving time to go out.
+  control_.socket().set(zmq::sockopt::linger, 1000);
+  SendToCoordinator(out_);
+  done_ = true;
+  exit_status_ = absl::Status(failure.code(), absl::StrCat(reason, "; left the cluster"));
+  return exit_status_;
+}
+
 absl::Status WorkerLoop::HandleAssign(const wire::Assign& assign) {
   shard_.reset();
   receiver_.reset();
@@ -402,9 +428,11 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
   if (absl::Status s = reduce_->Configure(assign, model_->config().dim, peer_timeout_); !s.ok()) {
     return s;
   }
-  auto shard =
-      ShardRuntime::Load(*model_, assign, {options_.backend, options_.threads, options_.vk_device},
-                         reduce_.get(), experts_.get(), report);
+  const DeviceFault fault =
+      fault_.kind == Fault::Kind::kGpuOomAtLoad ? DeviceFault::kOutOfMemory : DeviceFault::kNone;
+  auto shard = ShardRuntime::Load(*model_, assign,
+                                  {options_.backend, options_.threads, options_.vk_device, fault},
+                                  reduce_.get(), experts_.get(), report);
   if (!shard.ok()) return shard.status();
   shard_ = *std::move(shard);
   if (absl::Status s =
@@ -472,13 +500,17 @@ absl::Status WorkerLoop::HandleControl() {
         if (absl::Status s = HandleChallenge(env.challenge()); !s.ok()) return s;
         break;
       case wire::Envelope::kAssign:
-        if (absl::Status s = HandleAssign(env.assign()); !s.ok()) {
+        if (absl::Status s = HandleAssign(env.assign()); IsDeviceFailure(s)) {
+          return LeaveForDeviceFailure(s);
+        } else if (!s.ok()) {
           ReportLoadFailure(env.assign().plan_id(), s);
         }
         break;
       case wire::Envelope::kWeightChunk: {
         const uint64_t plan_id = env.weight_chunk().plan_id();
-        if (absl::Status s = HandleWeightChunk(); !s.ok()) {
+        if (absl::Status s = HandleWeightChunk(); IsDeviceFailure(s)) {
+          return LeaveForDeviceFailure(s);
+        } else if (!s.ok()) {
           receiver_.reset();
           ReportLoadFailure(plan_id, s);
         }
@@ -487,6 +519,7 @@ absl::Status WorkerLoop::HandleControl() {
       case wire::Envelope::kActivation:
         // The coordinator feeds the first stage through the control socket.
         HandleActivation(control_);
+        if (done_) return exit_status_;  // its device failed
         break;
       case wire::Envelope::kEndSequence:
         if (shard_) shard_->EndSequence(env.end_sequence().sequence_id());
@@ -539,12 +572,21 @@ void WorkerLoop::HandleActivation(Channel& in) {
     if (fault == Fault::Kind::kKill) raise(SIGKILL);
     if (fault == Fault::Kind::kStall)
       std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+    if (fault == Fault::Kind::kGpuLost) {
+      if (absl::Status s = shard_->InjectDeviceFault(DeviceFault::kLost); !s.ok()) {
+        spdlog::error("worker {}: {}", options_.id, std::string(s.message()));
+      }
+    }
   }
   const std::span<const uint8_t> frame =
       in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
   const int64_t t0 = NowMicros();
   reduce_->BeginStep(a.sequence_id(), a.step());
   if (absl::Status s = shard_->Step(a, frame); !s.ok()) {
+    if (IsDeviceFailure(s)) {
+      LeaveForDeviceFailure(s).IgnoreError();  // Run returns it
+      return;
+    }
     SendError(std::string(s.message()), a.sequence_id());
     return;
   }
@@ -574,13 +616,14 @@ void WorkerLoop::HandleActivation(Channel& in) {
   if (pulse_) pulse_->set_step_time_us(recent_step_us_);
 
   if (fault == Fault::Kind::kDrop) return;
-  out_.Clear();
+  // Per token: on the arena, so that building the message allocates nothing.
+  wire::Envelope& out = step_out_.Fresh();
   // A garbled envelope: the receiver must drop it (and the coordinator recover the step).
-  out_.set_protocol_version(fault == Fault::Kind::kCorrupt ? 0xbad : wire::PROTOCOL_VERSION);
+  out.set_protocol_version(fault == Fault::Kind::kCorrupt ? 0xbad : wire::PROTOCOL_VERSION);
   const int copies = fault == Fault::Kind::kDuplicate ? 2 : 1;
   const std::span<const float> result = shard_->output();
   if (shard_->slice().head) {
-    wire::Logits* logits = out_.mutable_logits();
+    wire::Logits* logits = out.mutable_logits();
     logits->set_sequence_id(a.sequence_id());
     logits->set_step(a.step());
     SetTensorFrame(wire::ACTIVATION_F32, 1, static_cast<int64_t>(result.size()),
@@ -590,10 +633,10 @@ void WorkerLoop::HandleActivation(Channel& in) {
     logits->set_sent_at_us(NowMicros());
     const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
                                          result.size_bytes());
-    for (int i = 0; i < copies; ++i) SendToCoordinator(out_, {&bytes, 1});
+    for (int i = 0; i < copies; ++i) SendToCoordinator(out, {&bytes, 1});
     return;
   }
-  wire::Activation* next = out_.mutable_activation();
+  wire::Activation* next = out.mutable_activation();
   next->set_sequence_id(a.sequence_id());
   next->set_plan_id(a.plan_id());
   next->set_step(a.step());
@@ -610,7 +653,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
   const std::span<const uint8_t> bytes(encoded_);
   for (int i = 0; i < copies; ++i) {
     for (const std::unique_ptr<Channel>& next_member : next_) {
-      if (absl::Status s = next_member->Send(out_, {&bytes, 1}); !s.ok()) {
+      if (absl::Status s = next_member->Send(out, {&bytes, 1}); !s.ok()) {
         SendError(absl::StrCat("cannot pass the activation on: ", s.message()), a.sequence_id());
         return;
       }
@@ -634,7 +677,7 @@ absl::Status WorkerLoop::Run() {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }
     if (items[1].revents & ZMQ_POLLIN) {
-      while (data_in_.ReceiveNow()) {
+      while (!done_ && data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
           arrivals_.Arrived(NowMicros());
           HandleActivation(data_in_);
@@ -675,7 +718,7 @@ absl::Status WorkerLoop::Run() {
     out_.mutable_leaving()->set_reason("signal");
     SendToCoordinator(out_);
   }
-  return absl::OkStatus();
+  return exit_status_;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/device_failure.h"
 #include "kernels/quantize.h"
 #include "kernels/vulkan/weight_layout.h"
 #include "model/tensor_view.h"
@@ -114,6 +115,10 @@ const GpuBuffer& VulkanBackend::Gpu(const DeviceBuffer& b) {
   return static_cast<const Buffer&>(b).gpu();
 }
 
+absl::Status VulkanBackend::Named(absl::Status status) const {
+  return NameFailedDevice(std::move(status), context_->info().name);
+}
+
 absl::StatusOr<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(
     const VulkanBackendOptions& options) {
   std::unique_ptr<VulkanBackend> backend(new VulkanBackend());
@@ -166,10 +171,10 @@ absl::StatusOr<std::unique_ptr<DeviceBuffer>> VulkanBackend::Allocate(int64_t fl
   if (floats < 0) {
     return absl::InvalidArgumentError(absl::StrCat("Vulkan: cannot allocate ", floats, " floats"));
   }
-  if (!stream_->status().ok()) return stream_->status();
+  if (!stream_->status().ok()) return Named(stream_->status());
   auto gpu =
       GpuBuffer::Create(*context_, static_cast<VkDeviceSize>(floats) * 4, GpuBuffer::Kind::kDevice);
-  if (!gpu.ok()) return gpu.status();
+  if (!gpu.ok()) return Named(gpu.status());
   return std::make_unique<Buffer>(floats, *std::move(gpu), *stream_);
 }
 
@@ -181,7 +186,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> VulkanBackend::LoadWeight(const Te
   };
   if (view.shape.empty() || view.cols() <= 0 || view.rows() <= 0) return fail("empty shape");
   if (view.data == nullptr) return fail("no data");
-  if (!stream_->status().ok()) return stream_->status();
+  if (!stream_->status().ok()) return Named(stream_->status());
   const int64_t rows = view.rows();
   const int64_t cols = view.cols();
   auto weight = std::make_unique<Weight>(view.type, rows, cols);
@@ -203,7 +208,7 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> VulkanBackend::LoadWeight(const Te
     std::vector<uint8_t> packed;
     for (const PieceLayout& layout : *pieces) {
       auto buffer = GpuBuffer::Create(*context_, layout.bytes, GpuBuffer::Kind::kDevice);
-      if (!buffer.ok()) return buffer.status();
+      if (!buffer.ok()) return Named(buffer.status());
       packed.resize(layout.bytes);
       PackPiece(view.type, view.data, cols, layout, packed.data());
       stream_->Upload(**buffer, 0, packed.data(), layout.bytes);
@@ -215,12 +220,12 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> VulkanBackend::LoadWeight(const Te
     std::vector<float> values(static_cast<size_t>(cols));
     DequantizeRow(view.type, view.data, values, view.group_scales, view.group_size);
     auto gain = GpuBuffer::Create(*context_, values.size() * 4, GpuBuffer::Kind::kDevice);
-    if (!gain.ok()) return gain.status();
+    if (!gain.ok()) return Named(gain.status());
     stream_->Upload(**gain, 0, values.data(), values.size() * 4);
     weight->gain = *std::move(gain);
   }
   // Uploads finish here, so a failure is this call's.
-  if (absl::Status s = stream_->Flush(); !s.ok()) return s;
+  if (absl::Status s = stream_->Flush(); !s.ok()) return Named(std::move(s));
   return weight;
 }
 
@@ -237,7 +242,7 @@ void VulkanBackend::Read(const DeviceBuffer& src, int64_t offset, std::span<floa
   stream_->Download(Gpu(src), static_cast<uint64_t>(offset) * 4, dst.data(), dst.size_bytes());
 }
 
-absl::Status VulkanBackend::Synchronize() { return stream_->Flush(); }
+absl::Status VulkanBackend::Synchronize() { return Named(stream_->Flush()); }
 
 const GpuBuffer* VulkanBackend::Scratch(std::unique_ptr<GpuBuffer>& slot, uint64_t bytes) {
   if (slot != nullptr && slot->bytes() >= bytes) return slot.get();

@@ -18,7 +18,8 @@
 //
 // Device loss and allocation failures never abort: Allocate and LoadWeight return them, and
 // an operation that fails leaves the backend failed, which Synchronize reports (Read then
-// yields zeros). A DeviceBuffer or DeviceWeight must not outlive its backend.
+// yields zeros). They are device failures (kernels/device_failure.h) naming the device. A
+// DeviceBuffer or DeviceWeight must not outlive its backend.
 #ifndef SHARDRUN_KERNELS_VULKAN_VULKAN_BACKEND_H_
 #define SHARDRUN_KERNELS_VULKAN_VULKAN_BACKEND_H_
 
@@ -61,6 +62,8 @@ class VulkanBackend final : public Backend {
   bool pipeline_cache_warm() const { return pipelines_->warm(); }
   const std::string& pipeline_cache_path() const { return pipelines_->cache_path(); }
   uint64_t max_binding_bytes() const { return stream_->max_binding_bytes(); }
+  // Testing (worker/fault_injection.h): the device fails from now on as `fault` says.
+  void InjectFault(VulkanFault fault) { context_->InjectFault(fault); }
 
   absl::StatusOr<std::unique_ptr<DeviceBuffer>> Allocate(int64_t floats) override;
   absl::StatusOr<std::unique_ptr<DeviceWeight>> LoadWeight(const TensorView& view) override;
@@ -91,6 +94,8 @@ class VulkanBackend final : public Backend {
 
   VulkanBackend() = default;
   static const GpuBuffer& Gpu(const DeviceBuffer& buffer);
+  // `status` with this backend's device named when it is a device failure.
+  absl::Status Named(absl::Status status) const;
   // A device scratch buffer of at least `bytes`, grown (the old one retired) when needed;
   // nullptr after a failure.
   const GpuBuffer* Scratch(std::unique_ptr<GpuBuffer>& slot, uint64_t bytes);

@@ -48,10 +48,12 @@ absl::StatusOr<std::unique_ptr<GpuBuffer>> GpuBuffer::Create(const VulkanContext
   alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
   alloc.allocationSize = needs.size;
   alloc.memoryTypeIndex = static_cast<uint32_t>(type);
-  if (absl::Status s =
-          VkCheck(vkAllocateMemory(context.device(), &alloc, nullptr, &buffer->memory_),
-                  absl::StrCat("vkAllocateMemory (", what, ")"));
-      !s.ok()) {
+  // An injected fault (vulkan_context.h) stands in for the driver's answer.
+  VkResult allocated = context.InjectedResult(VulkanCall::kAllocateMemory);
+  if (allocated == VK_SUCCESS) {
+    allocated = vkAllocateMemory(context.device(), &alloc, nullptr, &buffer->memory_);
+  }
+  if (absl::Status s = VkCheck(allocated, absl::StrCat("vkAllocateMemory (", what, ")")); !s.ok()) {
     return s;
   }
   if (absl::Status s =

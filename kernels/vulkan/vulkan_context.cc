@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernels/device_failure.h"
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
@@ -218,10 +219,12 @@ absl::Status VkCheck(VkResult result, const std::string& what) {
   switch (result) {
     case VK_ERROR_OUT_OF_HOST_MEMORY:
     case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return DeviceFailure(absl::StatusCode::kResourceExhausted, message);
+    case VK_ERROR_DEVICE_LOST:
+      return DeviceFailure(absl::StatusCode::kUnavailable, message);
     case VK_ERROR_OUT_OF_POOL_MEMORY:
     case VK_ERROR_TOO_MANY_OBJECTS:
       return absl::ResourceExhaustedError(message);
-    case VK_ERROR_DEVICE_LOST:
     case VK_ERROR_INITIALIZATION_FAILED:
     case VK_ERROR_INCOMPATIBLE_DRIVER:
       return absl::UnavailableError(message);
@@ -391,6 +394,28 @@ int VulkanContext::FindMemoryType(uint32_t type_bits, VkMemoryPropertyFlags requ
     if (fallback < 0) fallback = static_cast<int>(i);
   }
   return fallback;
+}
+
+void VulkanContext::InjectFault(VulkanFault fault) {
+  if (fault_.load() == VulkanFault::kDeviceLost) return;
+  if (fault == VulkanFault::kDeviceLost) {
+    spdlog::warn("Vulkan: injected fault: device '{}' is lost", info_.name);
+  } else if (fault == VulkanFault::kOutOfDeviceMemory) {
+    spdlog::warn("Vulkan: injected fault: device '{}' has no memory left", info_.name);
+  }
+  fault_.store(fault);
+}
+
+VkResult VulkanContext::InjectedResult(VulkanCall call) const {
+  switch (fault_.load()) {
+    case VulkanFault::kDeviceLost:
+      return call == VulkanCall::kAllocateMemory ? VK_SUCCESS : VK_ERROR_DEVICE_LOST;
+    case VulkanFault::kOutOfDeviceMemory:
+      return call == VulkanCall::kAllocateMemory ? VK_ERROR_OUT_OF_DEVICE_MEMORY : VK_SUCCESS;
+    case VulkanFault::kNone:
+      break;
+  }
+  return VK_SUCCESS;
 }
 
 }  // namespace shardrun

@@ -25,8 +25,19 @@ namespace shardrun {
 // "VK_ERROR_DEVICE_LOST", ...
 std::string VkResultName(VkResult result);
 // OK, or an error naming `what` and the result (ResourceExhausted for out-of-memory results,
-// Unavailable for a lost device, Internal otherwise).
+// Unavailable for a lost device, Internal otherwise). A lost device and device or host memory
+// running out are device failures (kernels/device_failure.h).
 absl::Status VkCheck(VkResult result, const std::string& what);
+
+// Device failures a test can inject (worker/fault_injection.h). The calls they affect report
+// the failure instead of running, and the result goes through VkCheck as a real one would.
+enum class VulkanFault {
+  kNone,
+  kDeviceLost,         // every queue submission and fence wait: VK_ERROR_DEVICE_LOST
+  kOutOfDeviceMemory,  // every device memory allocation: VK_ERROR_OUT_OF_DEVICE_MEMORY
+};
+// The Vulkan calls an injected fault can replace.
+enum class VulkanCall { kQueueSubmit, kWaitForFences, kAllocateMemory };
 
 // The devices the loader sees. Fails only when no Vulkan loader or driver is usable.
 absl::StatusOr<std::vector<VulkanDeviceInfo>> ListVulkanDevices();
@@ -60,6 +71,12 @@ class VulkanContext {
   int FindMemoryType(uint32_t type_bits, VkMemoryPropertyFlags required,
                      VkMemoryPropertyFlags preferred) const;
 
+  // Testing: from now on the calls `fault` names fail (kNone: none). A lost device stays
+  // lost, as a real one does: a later fault does not revive it.
+  void InjectFault(VulkanFault fault);
+  // VK_SUCCESS when `call` may run, else the injected failure it reports instead.
+  VkResult InjectedResult(VulkanCall call) const;
+
  private:
   VulkanContext() = default;
   static VKAPI_ATTR VkBool32 VKAPI_CALL OnDebugMessage(
@@ -76,6 +93,7 @@ class VulkanContext {
   VkPhysicalDeviceMemoryProperties memory_{};
   VulkanDeviceInfo info_;
   std::atomic<int> validation_errors_{0};
+  std::atomic<VulkanFault> fault_{VulkanFault::kNone};
 };
 
 }  // namespace shardrun

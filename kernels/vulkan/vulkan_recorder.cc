@@ -323,10 +323,14 @@ absl::Status CommandStream::Flush() {
     submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
     submit.commandBufferCount = 1;
     submit.pCommandBuffers = &commands_;
-    status = VkCheck(vkQueueSubmit(context_.queue(), 1, &submit, fence_), "vkQueueSubmit");
+    // An injected fault (vulkan_context.h) stands in for the driver's answer.
+    VkResult submitted = context_.InjectedResult(VulkanCall::kQueueSubmit);
+    if (submitted == VK_SUCCESS) submitted = vkQueueSubmit(context_.queue(), 1, &submit, fence_);
+    status = VkCheck(submitted, "vkQueueSubmit");
     if (status.ok()) {
-      status = VkCheck(vkWaitForFences(context_.device(), 1, &fence_, VK_TRUE, UINT64_MAX),
-                       "vkWaitForFences");
+      VkResult waited = vkWaitForFences(context_.device(), 1, &fence_, VK_TRUE, UINT64_MAX);
+      if (waited == VK_SUCCESS) waited = context_.InjectedResult(VulkanCall::kWaitForFences);
+      status = VkCheck(waited, "vkWaitForFences");
       vkResetFences(context_.device(), 1, &fence_);
     }
   }
