@@ -3,8 +3,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <iostream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,7 +10,6 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "auth/clock.h"
 #include "auth/encoding.h"
 #include "auth/key_file.h"
@@ -21,6 +18,7 @@
 #include "auth/scope.h"
 #include "auth/token_codec.h"
 #include "auth/token_issuer.h"
+#include "auth/token_text.h"
 #include "auth/token_verifier.h"
 #include "cli/commands.h"
 #include "model/content_hash.h"
@@ -51,22 +49,6 @@ struct VerifyFlags {
   std::string revoked;
   int clock_skew_s = 60;
 };
-
-// A token given on the command line: the text itself, @FILE, or - for stdin.
-absl::StatusOr<std::string> ReadTokenArgument(const std::string& arg) {
-  std::string text = arg;
-  if (arg == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  } else if (!arg.empty() && arg.front() == '@') {
-    std::FILE* f = std::fopen(arg.c_str() + 1, "rb");
-    if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", arg.substr(1)));
-    char buf[auth::kMaxTokenTextBytes + 64];
-    const size_t n = std::fread(buf, 1, sizeof(buf), f);
-    std::fclose(f);
-    text.assign(buf, n);
-  }
-  return std::string(absl::StripAsciiWhitespace(text));
-}
 
 // The model's hash and size (layers, experts), for the token's claims and scope checks.
 struct ModelFacts {
@@ -151,7 +133,7 @@ void PrintClaims(const auth::TokenClaims& c) {
 }
 
 absl::Status RunInspect(const std::string& arg) {
-  absl::StatusOr<std::string> text = ReadTokenArgument(arg);
+  absl::StatusOr<std::string> text = auth::ReadTokenArgument(arg);
   if (!text.ok()) return text.status();
   absl::StatusOr<auth::ParsedToken> token = auth::ParseToken(*text);
   if (!token.ok()) return token.status();
@@ -161,7 +143,7 @@ absl::Status RunInspect(const std::string& arg) {
 }
 
 absl::Status RunVerify(const VerifyFlags& flags) {
-  absl::StatusOr<std::string> text = ReadTokenArgument(flags.token);
+  absl::StatusOr<std::string> text = auth::ReadTokenArgument(flags.token);
   if (!text.ok()) return text.status();
   auth::TrustPolicy policy;
   for (const std::string& path : flags.trust) {

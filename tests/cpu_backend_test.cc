@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,9 +23,14 @@
 #include "kernels/quantize.h"
 #include "kernels/tensor_type.h"
 #include "model/tensor_view.h"
+#include "tests/random_weights.h"
 
 namespace shardrun {
 namespace {
+
+using ::shardrun::testing::HostWeight;
+using ::shardrun::testing::MakeWeight;
+using ::shardrun::testing::RandomVector;
 
 constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
                                     TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ8Group};
@@ -43,62 +47,6 @@ std::unique_ptr<CpuBackend> MakeBackend(int threads, CpuLevel level) {
   absl::StatusOr<std::unique_ptr<CpuBackend>> backend = CpuBackend::Create(threads, level);
   EXPECT_TRUE(backend.ok()) << backend.status();
   return backend.ok() ? *std::move(backend) : nullptr;
-}
-
-std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// A weight matrix in host memory in one of the stored formats, with the exact float values
-// it stands for.
-struct HostWeight {
-  std::vector<uint8_t> bytes;
-  std::vector<float> scales;  // kQ8Group
-  std::vector<float> values;  // [rows][cols], dequantized
-  TensorView view;
-};
-
-// Random weights: float types and Q8_0/Q4_0 through QuantizeRow; kQ8Group built by hand
-// (random int8 values with random positive scales per group).
-HostWeight MakeWeight(TensorType type, int64_t rows, int64_t cols, uint32_t seed,
-                      int group_size = 4) {
-  HostWeight w;
-  const size_t row_bytes = TensorBytes(type, cols);
-  w.bytes.resize(row_bytes * rows);
-  w.values.resize(rows * cols);
-  if (type == TensorType::kQ8Group) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<int> q(-127, 127);
-    std::uniform_real_distribution<float> s(0.001f, 0.02f);
-    for (auto& b : w.bytes) b = static_cast<uint8_t>(static_cast<int8_t>(q(rng)));
-    w.scales.resize(rows * cols / group_size);
-    for (float& x : w.scales) x = s(rng);
-  } else {
-    const std::vector<float> src = RandomVector(rows * cols, seed, 0.5f);
-    for (int64_t r = 0; r < rows; ++r) {
-      QuantizeRow(type, std::span<const float>(src.data() + r * cols, cols),
-                  w.bytes.data() + r * row_bytes);
-    }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    DequantizeRow(type, w.bytes.data() + r * row_bytes,
-                  std::span<float>(w.values.data() + r * cols, cols),
-                  w.scales.empty() ? nullptr : w.scales.data() + r * cols / group_size, group_size);
-  }
-  w.view.name = absl::StrCat("test.", std::string(TensorTypeName(type)));
-  w.view.type = type;
-  w.view.shape = {cols, rows};
-  w.view.data = w.bytes.data();
-  w.view.bytes = w.bytes.size();
-  if (type == TensorType::kQ8Group) {
-    w.view.group_scales = w.scales.data();
-    w.view.group_size = group_size;
-  }
-  return w;
 }
 
 std::unique_ptr<DeviceBuffer> Upload(Backend& backend, const std::vector<float>& host) {

@@ -2,20 +2,11 @@
 // counted, and that the bytes on the wire carry no plaintext with CURVE on.
 #include "auth/curve.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "auth/key_allow_list.h"
@@ -23,11 +14,13 @@
 #include "auth/peer_gate.h"
 #include "auth/zap_handler.h"
 #include "gtest/gtest.h"
+#include "tests/tcp_relay.h"
 #include "zmq.hpp"
 
 namespace shardrun::auth {
 namespace {
 
+using ::shardrun::testing::TcpRelay;
 using std::chrono::milliseconds;
 constexpr milliseconds kTimeout(10000);
 
@@ -212,103 +205,6 @@ TEST_F(CurveTest, HandshakeDomainLetsStrangersInForAdmissionToExtendTheList) {
   EXPECT_TRUE(parts[1].to_string() == "activation" || parts[1].to_string() == "early");
   EXPECT_EQ(PeerCurveKey(parts[1]), stranger.public_key);
 }
-
-// A TCP relay between a client and a server that keeps a copy of every byte it forwards.
-class TcpRelay {
- public:
-  explicit TcpRelay(int target_port) : target_port_(target_port) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(listen(listen_fd_, 4), 0);
-    socklen_t len = sizeof(addr);
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    EXPECT_EQ(pipe2(stop_, O_CLOEXEC), 0);
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~TcpRelay() {
-    (void)!write(stop_[1], "x", 1);
-    thread_.join();
-    for (int fd : {listen_fd_, stop_[0], stop_[1]}) close(fd);
-  }
-  int port() const { return port_; }
-  std::string captured() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return captured_;
-  }
-
- private:
-  int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(target_port_));
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      close(fd);
-      return -1;
-    }
-    return fd;
-  }
-
-  void Run() {
-    struct Link {
-      int from, to;
-      bool open;
-    };
-    std::vector<Link> links;  // both directions of each connection
-    char buf[65536];
-    while (true) {
-      std::vector<pollfd> fds = {{stop_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
-      // poll ignores negative descriptors: a direction that reached its end stays listed.
-      for (const Link& l : links) fds.push_back({l.open ? l.from : -1, POLLIN, 0});
-      if (poll(fds.data(), fds.size(), -1) < 0) break;
-      if (fds[0].revents) break;
-      if (fds[1].revents & POLLIN) {
-        const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        const int server = client >= 0 ? Connect() : -1;
-        if (server >= 0) {
-          links.push_back({client, server, true});
-          links.push_back({server, client, true});
-        } else if (client >= 0) {
-          close(client);
-        }
-      }
-      for (size_t i = 2; i < fds.size(); ++i) {
-        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        Link& link = links[i - 2];
-        const int from = link.from, to = link.to;
-        const ssize_t n = read(from, buf, sizeof(buf));
-        if (n <= 0) {
-          shutdown(to, SHUT_WR);
-          link.open = false;
-          continue;
-        }
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          captured_.append(buf, static_cast<size_t>(n));
-        }
-        for (ssize_t done = 0; done < n;) {
-          const ssize_t w = write(to, buf + done, static_cast<size_t>(n - done));
-          if (w <= 0) break;
-          done += w;
-        }
-      }
-    }
-    for (const Link& l : links) close(l.from);  // each descriptor is `from` of one link
-  }
-
-  int target_port_;
-  int listen_fd_ = -1;
-  int port_ = 0;
-  int stop_[2] = {-1, -1};
-  std::thread thread_;
-  std::mutex mutex_;
-  std::string captured_;
-};
 
 class WireTest : public CurveTest, public ::testing::WithParamInterface<bool> {};
 

@@ -27,7 +27,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -42,64 +41,17 @@
 #include "kernels/tensor_type.h"
 #include "model/model_file.h"
 #include "model/tensor_view.h"
+#include "tests/random_weights.h"
 
 namespace shardrun {
 namespace {
 
+using ::shardrun::testing::HostWeight;
+using ::shardrun::testing::MakeWeight;
+using ::shardrun::testing::RandomVector;
+
 constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
                                     TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ8Group};
-
-std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-struct HostWeight {
-  std::vector<uint8_t> bytes;
-  std::vector<float> scales;  // kQ8Group
-  std::vector<float> values;  // dequantized [rows][cols]
-  TensorView view;
-};
-
-HostWeight MakeWeight(TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
-  constexpr int kGroup = 4;
-  HostWeight w;
-  const size_t row_bytes = TensorBytes(type, cols);
-  w.bytes.resize(row_bytes * rows);
-  w.values.resize(rows * cols);
-  if (type == TensorType::kQ8Group) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<int> q(-127, 127);
-    std::uniform_real_distribution<float> s(0.001f, 0.02f);
-    for (auto& b : w.bytes) b = static_cast<uint8_t>(static_cast<int8_t>(q(rng)));
-    w.scales.resize(rows * cols / kGroup);
-    for (float& x : w.scales) x = s(rng);
-  } else {
-    const std::vector<float> src = RandomVector(rows * cols, seed, 0.5f);
-    for (int64_t r = 0; r < rows; ++r) {
-      QuantizeRow(type, std::span<const float>(src.data() + r * cols, cols),
-                  w.bytes.data() + r * row_bytes);
-    }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    DequantizeRow(type, w.bytes.data() + r * row_bytes,
-                  std::span<float>(w.values.data() + r * cols, cols),
-                  w.scales.empty() ? nullptr : w.scales.data() + r * cols / kGroup, kGroup);
-  }
-  w.view.name = absl::StrCat("test.", std::string(TensorTypeName(type)));
-  w.view.type = type;
-  w.view.shape = {cols, rows};
-  w.view.data = w.bytes.data();
-  w.view.bytes = w.bytes.size();
-  if (type == TensorType::kQ8Group) {
-    w.view.group_scales = w.scales.data();
-    w.view.group_size = kGroup;
-  }
-  return w;
-}
 
 std::unique_ptr<DeviceBuffer> Upload(Backend& backend, const std::vector<float>& host) {
   auto buffer = backend.Allocate(static_cast<int64_t>(host.size()));
@@ -127,7 +79,7 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
   }
 }
 
-std::string CacheDir() { return testing::TempDir() + "shardrun-vulkan-test-cache"; }
+std::string CacheDir() { return ::testing::TempDir() + "shardrun-vulkan-test-cache"; }
 
 class VulkanTest : public ::testing::Test {
  protected:
@@ -492,7 +444,7 @@ TEST_F(VulkanTest, InjectedOutOfMemoryFailsEveryAllocation) {
 }
 
 TEST_F(VulkanTest, PipelineCacheIsWarmOnTheSecondStart) {
-  const std::string dir = absl::StrCat(testing::TempDir(), "shardrun-vk-cache-", getpid());
+  const std::string dir = absl::StrCat(::testing::TempDir(), "shardrun-vk-cache-", getpid());
   std::filesystem::remove_all(dir);
   setenv("XDG_CACHE_HOME", dir.c_str(), 1);
   std::string path;
