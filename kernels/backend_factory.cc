@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/device_failure.h"
 #include "spdlog/spdlog.h"
 #if SHARDRUN_HAVE_VULKAN
 #include "kernels/vulkan/vulkan_backend.h"
@@ -29,8 +30,15 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateVulkan(const BackendOptions& opti
   vk.device_index = options.vk_device;
   vk.cpu_threads = options.threads;
   auto backend = VulkanBackend::Create(vk);
-  if (!backend.ok()) return backend.status();
-  return std::unique_ptr<Backend>(*std::move(backend));
+  if (backend.ok()) return std::unique_ptr<Backend>(*std::move(backend));
+  // A device that does not come up (no driver, initialization or memory failure) is this
+  // worker's device failure: it leaves and its shard moves, as when the device fails later.
+  // A bad --vk-device index stays the caller's error.
+  const absl::StatusCode code = backend.status().code();
+  if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kResourceExhausted) {
+    return DeviceFailure(code, std::string(backend.status().message()));
+  }
+  return backend.status();
 #else
   (void)options;
   return absl::FailedPreconditionError(kNoVulkan);

@@ -96,6 +96,25 @@ TEST(VulkanClusterTest, GpuOutOfMemoryWhileLoadingMovesTheShard) {
   }
 }
 
+// A Vulkan worker whose device never comes up (here: no driver at all) leaves like one whose
+// device failed later, and its shard moves to the CPU worker.
+TEST(VulkanClusterTest, GpuThatCannotStartMovesTheShard) {
+  const CommandResult devices = RunShardrun({"devices"});
+  if (devices.exit_code != 0) GTEST_SKIP() << "no Vulkan device: " << devices.err;
+  const std::string want = CpuIds();
+  setenv("VK_ICD_FILENAMES", "/nonexistent/shardrun-test-icd.json", 1);
+  std::vector<std::string> args = {"--shards", "2", "--worker-backend", "cpu,vulkan"};
+  for (const std::string& a : Generation()) args.push_back(a);
+  const CommandResult got = RunShardrun(args);
+  unsetenv("VK_ICD_FILENAMES");
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","), want) << got.err;
+  EXPECT_NE(got.err.find("worker w1 is leaving: GPU failed: Vulkan: vkCreateInstance failed"),
+            std::string::npos)
+      << got.err;
+  EXPECT_NE(got.err.find("recovered in"), std::string::npos) << got.err;
+}
+
 // A GPU fault aimed at a worker without a GPU is refused before the worker connects.
 TEST(VulkanClusterTest, GpuFaultOnCpuWorkerIsAnError) {
   const CommandResult r = RunShardrun({"worker", "--connect", "tcp://127.0.0.1:9", "--backend",
