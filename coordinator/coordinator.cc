@@ -305,6 +305,12 @@ void Coordinator::Pump(absl::Duration timeout) {
         break;
       }
       case wire::Envelope::kError:
+        if (env.error().plan_id() != 0 && env.error().plan_id() != plan_id_) {
+          // A step of a plan recovery already replaced: what failed is being redone.
+          spdlog::info("worker {}: error in replaced plan {} ignored: {}", sender,
+                       env.error().plan_id(), env.error().message());
+          break;
+        }
         worker_error_ = absl::StrCat("worker ", sender, ": ", env.error().message());
         break;
       case wire::Envelope::kLeaving:

@@ -318,6 +318,7 @@ void WorkerLoop::SendError(const std::string& message, uint64_t sequence_id) {
   out_.set_protocol_version(wire::PROTOCOL_VERSION);
   out_.mutable_error()->set_message(message);
   out_.mutable_error()->set_sequence_id(sequence_id);
+  if (shard_ != nullptr) out_.mutable_error()->set_plan_id(shard_->assign().plan_id());
   SendToCoordinator(out_);
 }
 
