@@ -390,8 +390,7 @@ void Coordinator::SetPlan(const ShardPlan& plan) {
   plan_worker_ids_.clear();
   for (const ShardAssignment& a : plan_.assignments) {
     const std::string& id = plan_.workers[a.worker].worker_id;
-    if (std::find(plan_worker_ids_.begin(), plan_worker_ids_.end(), id) ==
-        plan_worker_ids_.end()) {
+    if (std::find(plan_worker_ids_.begin(), plan_worker_ids_.end(), id) == plan_worker_ids_.end()) {
       plan_worker_ids_.push_back(id);
     }
   }
