@@ -31,8 +31,8 @@ absl::Status RunGenerate(const GenerateCommandFlags& flags) {
   auto prompt = PromptIds(flags.generation, *tokenizer, flags.generation.prompt);
   if (!prompt.ok()) return prompt.status();
 
-  const int threads = flags.threads > 0 ? flags.threads
-                                        : std::max(1u, std::thread::hardware_concurrency());
+  const int threads =
+      flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
   auto kind = ParseBackendChoice(flags.backend);
   if (!kind.ok()) return kind.status();
   auto backend = CreateBackend({*kind, threads, flags.vk_device});

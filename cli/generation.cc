@@ -40,9 +40,7 @@ void PrintRate(const char* what, int tokens, absl::Duration time) {
                ms > 0 ? tokens * 1000.0 / ms : 0.0);
 }
 
-void Write(const std::string& bytes) {
-  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
-}
+void Write(const std::string& bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
 
 }  // namespace
 
@@ -171,8 +169,8 @@ absl::Status StreamGeneration(LogitsSource& model, const ModelFile& file,
   if (!generated.ok()) return generated.status();
   if (!logits_status.ok()) return logits_status;
   if (flags.emit_ids) {
-    std::fprintf(stderr, "prompt_ids: %s\ngenerated_ids: %s\n",
-                 absl::StrJoin(prompt, ",").c_str(), absl::StrJoin(*generated, ",").c_str());
+    std::fprintf(stderr, "prompt_ids: %s\ngenerated_ids: %s\n", absl::StrJoin(prompt, ",").c_str(),
+                 absl::StrJoin(*generated, ",").c_str());
   }
   PrintRate("prefill", stats.prefill_tokens, stats.prefill_time);
   PrintRate("decode", stats.decode_tokens, stats.decode_time);

@@ -16,9 +16,9 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global options may follow the subcommand
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}));
-  app.parse_complete_callback(
-      [&] { spdlog::set_level(spdlog::level::from_str(log_level)); });
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}));
+  app.parse_complete_callback([&] { spdlog::set_level(spdlog::level::from_str(log_level)); });
 
   int exit_code = 0;
   shardrun::AddGenerateCommand(app, &exit_code);

@@ -24,13 +24,14 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& path) {
   const SynthSpec spec = DefaultModelSpec();
   // The name changes with anything that changes the file, so an old cache is never reused.
   const std::string file = absl::StrCat("builtin-", spec.name, "-", spec.dim, "x", spec.n_layers,
-                                        "-", std::string(TensorTypeName(spec.weight_type)), "-seed", spec.seed,
-                                        "-v", kSynthVersion, ".gguf");
+                                        "-", std::string(TensorTypeName(spec.weight_type)), "-seed",
+                                        spec.seed, "-v", kSynthVersion, ".gguf");
   const fs::path model_path = dir / file;
   std::error_code ec;
   if (fs::exists(model_path, ec)) return model_path.string();
   fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
   spdlog::info("no model given: writing the built-in default model (synthetic, seeded) to {}",
                model_path.string());
   if (absl::Status s = WriteSynthModel(spec, model_path.string()); !s.ok()) return s;

@@ -14,7 +14,8 @@ absl::StatusOr<std::vector<std::vector<double>>> MeasureExpertLoad(const ModelFi
                                                                    std::span<const int32_t> tokens,
                                                                    int threads) {
   const ModelConfig& c = model.config();
-  if (!c.is_moe()) return absl::InvalidArgumentError("--calibrate needs a mixture-of-experts model");
+  if (!c.is_moe())
+    return absl::InvalidArgumentError("--calibrate needs a mixture-of-experts model");
   if (tokens.empty()) return absl::InvalidArgumentError("the calibration text has no tokens");
   tokens = tokens.first(std::min<size_t>(tokens.size(), static_cast<size_t>(c.context_length)));
   auto backend = CpuBackend::Create(threads);
@@ -37,8 +38,8 @@ absl::StatusOr<std::vector<std::vector<double>>> MeasureExpertLoad(const ModelFi
   std::vector<float> logits(c.vocab_size);
   for (size_t pos = 0; pos < tokens.size(); pos += kBatch) {
     const size_t n = std::min<size_t>(kBatch, tokens.size() - pos);
-    if (absl::Status s = (*stage)->Forward(*cache, static_cast<int>(pos),
-                                           {tokens.subspan(pos, n), {}}, logits);
+    if (absl::Status s =
+            (*stage)->Forward(*cache, static_cast<int>(pos), {tokens.subspan(pos, n), {}}, logits);
         !s.ok()) {
       return s;
     }

@@ -96,16 +96,17 @@ absl::Status Coordinator::MaybeRebalance() {
   std::vector<std::string> before, after;
   for (size_t s = 0; s < plan_.stages.size(); ++s) {
     const ShardAssignment& a = plan_.assignments[plan_.stages[s].assignments[0]];
-    before.push_back(absl::StrCat(plan_.workers[a.worker].worker_id, " ", SliceLabel(a.slice),
-                                  " ", static_cast<int64_t>(time_us[s]), " us"));
+    before.push_back(absl::StrCat(plan_.workers[a.worker].worker_id, " ", SliceLabel(a.slice), " ",
+                                  static_cast<int64_t>(time_us[s]), " us"));
   }
   for (const Stage& stage : plan->stages) {
     const ShardAssignment& a = plan->assignments[stage.assignments[0]];
     after.push_back(absl::StrCat(plan->workers[a.worker].worker_id, " ", SliceLabel(a.slice)));
   }
-  spdlog::warn("rebalancing: stage times {} ({:.0f} us/token); new split {} (predicted {:.0f} "
-               "us/token)",
-               absl::StrJoin(before, ", "), now_us, absl::StrJoin(after, ", "), predicted_us);
+  spdlog::warn(
+      "rebalancing: stage times {} ({:.0f} us/token); new split {} (predicted {:.0f} "
+      "us/token)",
+      absl::StrJoin(before, ", "), now_us, absl::StrJoin(after, ", "), predicted_us);
   ++rebalances_;
   absl::Status s = Deploy(*plan);
   for (auto it = history_.begin(); s.ok() && it != history_.end(); ++it) {

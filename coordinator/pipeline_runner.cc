@@ -24,8 +24,7 @@ struct Sequence {
 };
 
 bool IsStop(const GenerateOptions& options, int32_t token) {
-  return !options.ignore_stop && std::find(options.stop_tokens.begin(),
-                                           options.stop_tokens.end(),
+  return !options.ignore_stop && std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
                                            token) != options.stop_tokens.end();
 }
 

@@ -32,7 +32,9 @@ absl::StatusOr<std::unique_ptr<ExpertBank>> ExpertBank::Load(
     }
   }
   const std::pair<std::unique_ptr<DeviceBuffer>*, int64_t> buffers[] = {
-      {&bank->in_, c.dim}, {&bank->gate_, c.hidden_dim}, {&bank->up_, c.hidden_dim},
+      {&bank->in_, c.dim},
+      {&bank->gate_, c.hidden_dim},
+      {&bank->up_, c.hidden_dim},
       {&bank->out_, c.dim}};
   for (const auto& [buffer, floats] : buffers) {
     auto b = backend.Allocate(floats);

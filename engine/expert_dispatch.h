@@ -15,7 +15,7 @@ namespace shardrun {
 
 // One token's trip through one expert.
 struct ExpertCall {
-  int token = 0;   // row of the layer's input
+  int token = 0;  // row of the layer's input
   int expert = 0;
 };
 

@@ -17,14 +17,13 @@ absl::StatusOr<std::vector<int32_t>> Generator::Generate(std::span<const int32_t
   const int context = model_.context_length();
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   if (static_cast<int>(prompt.size()) > context) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the prompt has %d tokens; the context holds %d", prompt.size(), context));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the prompt has %d tokens; the context holds %d", prompt.size(), context));
   }
   for (int32_t t : prompt) {
     if (t < 0 || t >= model_.vocab_size()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("prompt token %d is outside the vocabulary (size %d)", t,
-                          model_.vocab_size()));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prompt token %d is outside the vocabulary (size %d)", t, model_.vocab_size()));
     }
   }
 
@@ -53,12 +52,11 @@ absl::StatusOr<std::vector<int32_t>> Generator::Generate(std::span<const int32_t
     generated.push_back(next);
     history.push_back(next);
     if (callbacks.on_token && !callbacks.on_token(next)) break;
-    const bool is_stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
-                                   next) != options.stop_tokens.end();
+    const bool is_stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) !=
+                         options.stop_tokens.end();
     if (is_stop && !options.ignore_stop) break;
     if (i + 1 == options.max_new_tokens || pos >= context) break;
-    if (absl::Status s = model_.Compute(pos, std::span<const int32_t>(&next, 1), logits);
-        !s.ok()) {
+    if (absl::Status s = model_.Compute(pos, std::span<const int32_t>(&next, 1), logits); !s.ok()) {
       return s;
     }
     ++pos;

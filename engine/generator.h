@@ -15,9 +15,9 @@
 namespace shardrun {
 
 struct GenerateOptions {
-  int max_new_tokens = 256;            // llama.cpp's -n: tokens generated after the prompt
-  std::vector<int32_t> stop_tokens;    // EOS (and BOS for llama2.c checkpoints)
-  bool ignore_stop = false;            // --ignore-eos
+  int max_new_tokens = 256;          // llama.cpp's -n: tokens generated after the prompt
+  std::vector<int32_t> stop_tokens;  // EOS (and BOS for llama2.c checkpoints)
+  bool ignore_stop = false;          // --ignore-eos
   SamplerOptions sampler;
 };
 

@@ -18,8 +18,7 @@ class LocalModel : public LogitsSource {
                                                             Backend& backend, int max_batch,
                                                             int context_length);
 
-  absl::Status Compute(int pos0, std::span<const int32_t> tokens,
-                       std::span<float> logits) override;
+  absl::Status Compute(int pos0, std::span<const int32_t> tokens, std::span<float> logits) override;
   int max_batch() const override { return stage_->max_batch(); }
   int context_length() const override { return cache_.context_length(); }
   int vocab_size() const override { return stage_->config().vocab_size; }

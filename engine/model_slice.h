@@ -49,7 +49,7 @@ struct ModelSlice {
 
   bool embedding = true;  // token ids in (else hidden states in)
   LayerRange layers;
-  bool head = true;  // logits out (else hidden states out)
+  bool head = true;                  // logits out (else hidden states out)
   std::optional<TensorSplit> split;  // none: whole layers and the whole head
   // MoE models: false when the layers' experts are held elsewhere (--type expert) and an
   // ExpertDispatcher runs them; the slice keeps attention, norms and routers.
@@ -61,8 +61,7 @@ struct ModelSlice {
                                     layers.begin, layers.end - 1, head ? " + head" : "");
     if (split) {
       absl::StrAppendFormat(&s, " (kv heads %d..%d, ffn columns %d..%d", split->kv_heads.begin,
-                            split->kv_heads.end, split->ffn_columns.begin,
-                            split->ffn_columns.end);
+                            split->kv_heads.end, split->ffn_columns.begin, split->ffn_columns.end);
       if (head) absl::StrAppendFormat(&s, ", vocab %d..%d", split->vocab.begin, split->vocab.end);
       s += ")";
     }
@@ -75,23 +74,25 @@ struct ModelSlice {
 inline absl::Status ValidateSlice(const ModelSlice& slice, const ModelConfig& config) {
   if (slice.layers.begin < 0 || slice.layers.end > config.n_layers ||
       slice.layers.begin > slice.layers.end) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "slice layers %d..%d outside the model's %d layers", slice.layers.begin,
-        slice.layers.end - 1, config.n_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slice layers %d..%d outside the model's %d layers", slice.layers.begin,
+                        slice.layers.end - 1, config.n_layers));
   }
   if (!slice.embedding && !slice.head && slice.layers.size() == 0) {
     return absl::InvalidArgumentError("empty model slice");
   }
   if (slice.split) {
     const TensorSplit& t = *slice.split;
-    auto inside = [](IndexRange r, int n) { return r.begin >= 0 && r.begin <= r.end && r.end <= n; };
+    auto inside = [](IndexRange r, int n) {
+      return r.begin >= 0 && r.begin <= r.end && r.end <= n;
+    };
     if (!inside(t.kv_heads, config.n_kv_heads) || !inside(t.ffn_columns, config.hidden_dim) ||
         !inside(t.vocab, config.vocab_size)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "tensor split (kv heads %d..%d, ffn columns %d..%d, vocab %d..%d) outside the model's "
           "%d kv heads, %d ffn columns, %d vocabulary rows",
-          t.kv_heads.begin, t.kv_heads.end, t.ffn_columns.begin, t.ffn_columns.end,
-          t.vocab.begin, t.vocab.end, config.n_kv_heads, config.hidden_dim, config.vocab_size));
+          t.kv_heads.begin, t.kv_heads.end, t.ffn_columns.begin, t.ffn_columns.end, t.vocab.begin,
+          t.vocab.end, config.n_kv_heads, config.hidden_dim, config.vocab_size));
     }
     if (config.is_moe()) {
       return absl::UnimplementedError(

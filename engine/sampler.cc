@@ -67,16 +67,15 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
   return SampleTopP(logits, coin);
 }
 
-void Sampler::ApplyRepeatPenalty(std::span<float> logits,
-                                 std::span<const int32_t> history) const {
+void Sampler::ApplyRepeatPenalty(std::span<float> logits, std::span<const int32_t> history) const {
   const size_t n = std::min(history.size(), static_cast<size_t>(options_.repeat_last_n));
   // Each distinct token is penalised once, however often it occurs (llama.cpp's rule).
   for (size_t i = history.size() - n; i < history.size(); ++i) {
     const int32_t token = history[i];
     if (token < 0 || static_cast<size_t>(token) >= logits.size()) continue;
     if (std::find(history.begin() + static_cast<std::ptrdiff_t>(history.size() - n),
-                  history.begin() + static_cast<std::ptrdiff_t>(i), token) !=
-        history.begin() + static_cast<std::ptrdiff_t>(i)) {
+                  history.begin() + static_cast<std::ptrdiff_t>(i),
+                  token) != history.begin() + static_cast<std::ptrdiff_t>(i)) {
       continue;  // already penalised
     }
     float& v = logits[static_cast<size_t>(token)];

@@ -17,9 +17,9 @@ namespace shardrun {
 struct SamplerOptions {
   float temperature = 0.0f;
   float top_p = 0.9f;
-  int top_k = 0;                    // 0 = off
-  float repeat_penalty = 1.0f;      // 1 = off; llama.cpp's rule: logit /= p if > 0, else *= p
-  int repeat_last_n = 64;           // tokens the penalty looks back over
+  int top_k = 0;                // 0 = off
+  float repeat_penalty = 1.0f;  // 1 = off; llama.cpp's rule: logit /= p if > 0, else *= p
+  int repeat_last_n = 64;       // tokens the penalty looks back over
   uint64_t seed = 0;
 };
 

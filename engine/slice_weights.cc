@@ -32,8 +32,8 @@ class WeightLoader {
   }
 
   // Columns [begin, end) of the matrix `name`.
-  absl::StatusOr<std::unique_ptr<DeviceWeight>> LoadColumns(const std::string& name,
-                                                            int64_t begin, int64_t end) {
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> LoadColumns(const std::string& name, int64_t begin,
+                                                            int64_t end) {
     auto view = Find(name);
     if (!view.ok()) return view.status();
     auto columns = ColumnSlice(**view, begin, end, weights_->copies.emplace_back());
@@ -69,11 +69,11 @@ class WeightLoader {
   SliceWeights* weights_;
 };
 
-#define ASSIGN_WEIGHT(dst, expr)          \
-  do {                                    \
-    auto weight_or = (expr);              \
+#define ASSIGN_WEIGHT(dst, expr)                    \
+  do {                                              \
+    auto weight_or = (expr);                        \
     if (!weight_or.ok()) return weight_or.status(); \
-    dst = *std::move(weight_or);          \
+    dst = *std::move(weight_or);                    \
   } while (0)
 
 }  // namespace
@@ -95,14 +95,14 @@ absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const Mo
       const IndexRange kv = slice.split->kv_heads;
       const IndexRange f = slice.split->ffn_columns;
       if (kv.size() > 0) {
-        ASSIGN_WEIGHT(lw.wq, loader.LoadRows(LayerTensorName(l, "attn_q"), q.begin * hs,
-                                             q.end * hs));
-        ASSIGN_WEIGHT(lw.wk, loader.LoadRows(LayerTensorName(l, "attn_k"), kv.begin * hs,
-                                             kv.end * hs));
-        ASSIGN_WEIGHT(lw.wv, loader.LoadRows(LayerTensorName(l, "attn_v"), kv.begin * hs,
-                                             kv.end * hs));
-        ASSIGN_WEIGHT(lw.wo, loader.LoadColumns(LayerTensorName(l, "attn_output"), q.begin * hs,
-                                                q.end * hs));
+        ASSIGN_WEIGHT(lw.wq,
+                      loader.LoadRows(LayerTensorName(l, "attn_q"), q.begin * hs, q.end * hs));
+        ASSIGN_WEIGHT(lw.wk,
+                      loader.LoadRows(LayerTensorName(l, "attn_k"), kv.begin * hs, kv.end * hs));
+        ASSIGN_WEIGHT(lw.wv,
+                      loader.LoadRows(LayerTensorName(l, "attn_v"), kv.begin * hs, kv.end * hs));
+        ASSIGN_WEIGHT(
+            lw.wo, loader.LoadColumns(LayerTensorName(l, "attn_output"), q.begin * hs, q.end * hs));
       }
       if (f.size() > 0) {
         ASSIGN_WEIGHT(lw.ffn_gate, loader.LoadRows(LayerTensorName(l, "ffn_gate"), f.begin, f.end));
@@ -137,8 +137,8 @@ absl::StatusOr<SliceWeights> SliceWeights::Load(const ModelFile& model, const Mo
     const std::string table = tied ? "token_embd.weight" : "output.weight";
     const size_t before = w.bytes;
     if (slice.split) {
-      ASSIGN_WEIGHT(w.output, loader.LoadRows(table, slice.split->vocab.begin,
-                                              slice.split->vocab.end));
+      ASSIGN_WEIGHT(w.output,
+                    loader.LoadRows(table, slice.split->vocab.begin, slice.split->vocab.end));
     } else {
       ASSIGN_WEIGHT(w.output, loader.Load(table));
       // A tied table already loaded for the embedding is the same bytes: count it once.

@@ -29,9 +29,10 @@ StageForward::StageForward(const ModelConfig& config, const ModelSlice& slice, B
   }
 }
 
-absl::StatusOr<std::unique_ptr<StageForward>> StageForward::Create(
-    const ModelFile& model, const ModelSlice& slice, Backend& backend, int max_batch,
-    PartialSumReducer* reducer) {
+absl::StatusOr<std::unique_ptr<StageForward>> StageForward::Create(const ModelFile& model,
+                                                                   const ModelSlice& slice,
+                                                                   Backend& backend, int max_batch,
+                                                                   PartialSumReducer* reducer) {
   if (max_batch < 1) return absl::InvalidArgumentError("max_batch must be at least 1");
   if (absl::Status s = ValidateSlice(slice, model.config()); !s.ok()) return s;
   if (slice.split && reducer == nullptr && slice.layers.size() > 0) {
@@ -53,10 +54,14 @@ absl::Status StageForward::AllocateActivations() {
     int64_t floats;
   };
   const Request requests[] = {
-      {&x_, b * config_.dim},         {&xb_, b * config_.dim},
-      {&q_, b * config_.dim},         {&k_, b * config_.kv_dim()},
-      {&v_, b * config_.kv_dim()},    {&att_, b * config_.dim},
-      {&gate_, b * config_.hidden_dim}, {&up_, b * config_.hidden_dim},
+      {&x_, b * config_.dim},
+      {&xb_, b * config_.dim},
+      {&q_, b * config_.dim},
+      {&k_, b * config_.kv_dim()},
+      {&v_, b * config_.kv_dim()},
+      {&att_, b * config_.dim},
+      {&gate_, b * config_.hidden_dim},
+      {&up_, b * config_.hidden_dim},
       {&logits_, slice_.head ? vocab_rows_ : 0},
       {&router_, config_.is_moe() ? b * config_.n_experts : 0},
       {&ex_in_, config_.is_moe() ? config_.dim : 0},
@@ -99,19 +104,18 @@ size_t StageForward::OutputSize(int n) const {
 
 absl::Status StageForward::Forward(KvCache& cache, int pos0, StageInput input,
                                    std::span<float> output) {
-  const int n = static_cast<int>(slice_.embedding ? input.tokens.size()
-                                                  : input.hidden.size() / config_.dim);
+  const int n =
+      static_cast<int>(slice_.embedding ? input.tokens.size() : input.hidden.size() / config_.dim);
   if (n < 1 || n > max_batch_ || pos0 < 0 || pos0 + n > cache.context_length()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "forward of %d tokens at position %d: batch limit %d, context %d", n, pos0, max_batch_,
-        cache.context_length()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("forward of %d tokens at position %d: batch limit %d, context %d", n, pos0,
+                        max_batch_, cache.context_length()));
   }
   if (output.size() < OutputSize(n)) return absl::InvalidArgumentError("output too small");
   const ModelConfig& c = config_;
   const int dim = c.dim;
   const float eps = c.rms_norm_eps;
-  const AttentionShape shape{n, pos0, n_heads_, n_kv_heads_, c.head_size(),
-                             cache.context_length()};
+  const AttentionShape shape{n, pos0, n_heads_, n_kv_heads_, c.head_size(), cache.context_length()};
   const int64_t n_dim = static_cast<int64_t>(n) * dim;
   Backend& be = backend_;
 

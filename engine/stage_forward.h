@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/kv_cache.h"
 #include "engine/expert_dispatch.h"
+#include "engine/kv_cache.h"
 #include "engine/model_slice.h"
 #include "engine/partial_sum.h"
 #include "engine/slice_weights.h"
@@ -35,9 +35,10 @@ class StageForward {
   // Loads the slice's weights into `backend` and allocates activations for up to
   // `max_batch` tokens per call. `model`, `backend` and `reducer` must outlive the result;
   // `reducer` is required for (only used by) a slice with a tensor split.
-  static absl::StatusOr<std::unique_ptr<StageForward>> Create(
-      const ModelFile& model, const ModelSlice& slice, Backend& backend, int max_batch,
-      PartialSumReducer* reducer = nullptr);
+  static absl::StatusOr<std::unique_ptr<StageForward>> Create(const ModelFile& model,
+                                                              const ModelSlice& slice,
+                                                              Backend& backend, int max_batch,
+                                                              PartialSumReducer* reducer = nullptr);
 
   // A KV cache for one sequence through this slice, of `context_length` positions (0 = the
   // model's context length).
@@ -60,8 +61,8 @@ class StageForward {
   size_t OutputSize(int n) const;
 
  private:
-  StageForward(const ModelConfig& config, const ModelSlice& slice, Backend& backend,
-               int max_batch, PartialSumReducer* reducer);
+  StageForward(const ModelConfig& config, const ModelSlice& slice, Backend& backend, int max_batch,
+               PartialSumReducer* reducer);
   absl::Status AllocateActivations();
   // Replaces the partial sums in xb_ (n tokens) by the group's sums (tensor splits only).
   absl::Status Reduce(ReductionPoint point, int n);
@@ -90,18 +91,18 @@ class StageForward {
   std::unique_ptr<DeviceBuffer> up_;      // hidden_dim
   std::unique_ptr<DeviceBuffer> logits_;  // vocab_size, head slices only (last token)
   // MoE models only.
-  std::unique_ptr<DeviceBuffer> router_;   // [max_batch][n_experts] router logits
-  std::unique_ptr<DeviceBuffer> ex_in_;    // one token's normed input, dim
-  std::unique_ptr<DeviceBuffer> ex_out_;   // one expert's output, dim
-  std::unique_ptr<DeviceBuffer> moe_out_;  // weighted sum of the experts, [max_batch][dim]
-  std::vector<float> router_host_;         // router logits read back for top-k selection
+  std::unique_ptr<DeviceBuffer> router_;       // [max_batch][n_experts] router logits
+  std::unique_ptr<DeviceBuffer> ex_in_;        // one token's normed input, dim
+  std::unique_ptr<DeviceBuffer> ex_out_;       // one expert's output, dim
+  std::unique_ptr<DeviceBuffer> moe_out_;      // weighted sum of the experts, [max_batch][dim]
+  std::vector<float> router_host_;             // router logits read back for top-k selection
   std::vector<std::pair<float, int>> ranked_;  // (probability, expert), sized once
   ExpertDispatcher* dispatcher_ = nullptr;
-  std::vector<ExpertCall> expert_calls_;    // [max_batch * k]: each token's chosen experts
-  std::vector<float> expert_weights_;       // their weights in the sum
-  std::vector<float> expert_in_host_;       // [max_batch][dim] normed inputs (dispatched)
-  std::vector<float> expert_out_host_;      // [max_batch * k][dim] outputs (dispatched)
-  std::vector<float> partial_host_;            // tensor splits: partial sums on the host
+  std::vector<ExpertCall> expert_calls_;  // [max_batch * k]: each token's chosen experts
+  std::vector<float> expert_weights_;     // their weights in the sum
+  std::vector<float> expert_in_host_;     // [max_batch][dim] normed inputs (dispatched)
+  std::vector<float> expert_out_host_;    // [max_batch * k][dim] outputs (dispatched)
+  std::vector<float> partial_host_;       // tensor splits: partial sums on the host
 };
 
 }  // namespace shardrun

@@ -14,9 +14,10 @@ absl::Status CheckMatrix(const TensorView& view) {
     return absl::InvalidArgumentError(absl::StrCat(view.name, " is not a matrix"));
   }
   if (view.type == TensorType::kQ8Group) {
-    return absl::UnimplementedError(absl::StrCat(
-        view.name, ": tensor splits of llama2.c int8 (version 2) files are not supported; "
-                   "use a GGUF file or --type layer"));
+    return absl::UnimplementedError(
+        absl::StrCat(view.name,
+                     ": tensor splits of llama2.c int8 (version 2) files are not supported; "
+                     "use a GGUF file or --type layer"));
   }
   return absl::OkStatus();
 }
@@ -52,8 +53,8 @@ absl::StatusOr<TensorView> ColumnSlice(const TensorView& view, int64_t begin, in
   const int block = ColumnBlock(view.type);
   if (begin < 0 || begin > end || end > view.cols() || begin % block != 0 || end % block != 0) {
     return absl::InvalidArgumentError(absl::StrCat(view.name, ": columns ", begin, "..", end,
-                                                   " outside ", view.cols(),
-                                                   " or not on its ", block, "-value blocks"));
+                                                   " outside ", view.cols(), " or not on its ",
+                                                   block, "-value blocks"));
   }
   const size_t row_bytes = TensorBytes(view.type, view.cols());
   const size_t skip = TensorBytes(view.type, begin);

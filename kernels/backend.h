@@ -85,12 +85,11 @@ class Backend {
   virtual void Embed(DeviceBuffer& out, const DeviceWeight& table,
                      std::span<const int32_t> tokens) = 0;
   // out[t] = in[t] / rms(in[t]) * gain, per token over `gain.cols()` values (in == out ok).
-  virtual void RmsNorm(DeviceBuffer& out, const DeviceBuffer& in, const DeviceWeight& gain,
-                       int n, float eps) = 0;
+  virtual void RmsNorm(DeviceBuffer& out, const DeviceBuffer& in, const DeviceWeight& gain, int n,
+                       float eps) = 0;
   // out[t][r] = sum_c w[r][c] * in[t][c], for t < n. Quantized weights see activations
   // rounded or quantized as llama.cpp (and runq.c for kQ8Group) do before the dot product.
-  virtual void MatMul(DeviceBuffer& out, const DeviceWeight& w, const DeviceBuffer& in,
-                      int n) = 0;
+  virtual void MatMul(DeviceBuffer& out, const DeviceWeight& w, const DeviceBuffer& in, int n) = 0;
   // Rotates interleaved pairs (x[2i], x[2i+1]) of each head of each token by
   // (pos0 + t) * freq_base^(-2i / head_size), in place; x is [n][n_heads * head_size].
   virtual void Rope(DeviceBuffer& x, int n, int n_heads, int head_size, int pos0,

@@ -16,7 +16,7 @@ using Sha256 = std::array<uint8_t, 32>;
 // Hash of `data`. `progress`, when set, is called every few hundred MiB with bytes done.
 Sha256 HashBytes(std::span<const uint8_t> data,
                  const std::function<void(size_t done, size_t total)>& progress = nullptr);
-std::string HexDigest(const Sha256& hash);  // 64 lowercase hex digits
+std::string HexDigest(const Sha256& hash);    // 64 lowercase hex digits
 std::string ShortDigest(const Sha256& hash);  // first 12 hex digits, for logs
 
 }  // namespace shardrun

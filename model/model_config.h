@@ -9,11 +9,11 @@ namespace shardrun {
 struct ModelConfig {
   std::string architecture = "llama";
   std::string name;
-  int dim = 0;             // embedding length
-  int hidden_dim = 0;      // feed-forward length (per expert for MoE models)
+  int dim = 0;         // embedding length
+  int hidden_dim = 0;  // feed-forward length (per expert for MoE models)
   int n_layers = 0;
   int n_heads = 0;
-  int n_kv_heads = 0;      // < n_heads: grouped-query attention
+  int n_kv_heads = 0;  // < n_heads: grouped-query attention
   int vocab_size = 0;
   int context_length = 0;  // maximum positions
   float rope_freq_base = 10000.0f;

@@ -32,7 +32,8 @@ struct TensorView {
   int64_t elements() const { return cols() * rows(); }
   // Bytes of data plus scales.
   size_t total_bytes() const {
-    return bytes + (group_scales ? sizeof(float) * static_cast<size_t>(elements() / group_size) : 0);
+    return bytes +
+           (group_scales ? sizeof(float) * static_cast<size_t>(elements() / group_size) : 0);
   }
 };
 

@@ -93,9 +93,10 @@ std::string FormatPlan(const ShardPlan& plan) {
       if (a.worker != w) continue;
       assigned = true;
       const int64_t total = a.weight_bytes + a.kv_cache_bytes + a.activation_bytes;
-      rows.push_back({worker.worker_id, host, a.stage >= 0 ? absl::StrCat(a.stage) : "-", AssignmentLabel(a),
-                      FormatBytes(a.weight_bytes), FormatBytes(a.kv_cache_bytes),
-                      FormatBytes(a.activation_bytes), MemoryUse(total, memory), compute});
+      rows.push_back({worker.worker_id, host, a.stage >= 0 ? absl::StrCat(a.stage) : "-",
+                      AssignmentLabel(a), FormatBytes(a.weight_bytes),
+                      FormatBytes(a.kv_cache_bytes), FormatBytes(a.activation_bytes),
+                      MemoryUse(total, memory), compute});
     }
     if (!assigned) {
       rows.push_back(

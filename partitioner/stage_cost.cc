@@ -63,13 +63,13 @@ StageCost StageCostModel::Cost(const ModelSlice& slice) const {
   int kv_dim = shape_.kv_dim;
   if (slice.split) {
     // The share of the matrices cut by heads and by columns this member leaves to the others.
-    const double heads_away = 1.0 - static_cast<double>(slice.split->kv_heads.size()) /
-                                        std::max(shape_.n_kv_heads, 1);
-    const double columns_away = 1.0 - static_cast<double>(slice.split->ffn_columns.size()) /
-                                          std::max(shape_.hidden_dim, 1);
+    const double heads_away =
+        1.0 - static_cast<double>(slice.split->kv_heads.size()) / std::max(shape_.n_kv_heads, 1);
+    const double columns_away =
+        1.0 - static_cast<double>(slice.split->ffn_columns.size()) / std::max(shape_.hidden_dim, 1);
     const auto away = static_cast<int64_t>(
-        heads_away * static_cast<double>(attention_prefix_[layers.end] -
-                                         attention_prefix_[layers.begin]) +
+        heads_away *
+            static_cast<double>(attention_prefix_[layers.end] - attention_prefix_[layers.begin]) +
         columns_away * static_cast<double>(ffn_prefix_[layers.end] - ffn_prefix_[layers.begin]));
     cost.weight_bytes -= away;
     cost.compute_bytes -= away;
@@ -80,8 +80,9 @@ StageCost StageCostModel::Cost(const ModelSlice& slice) const {
       cost.weight_bytes -= slice.embedding && shape_.tied_output ? 0 : rows_away;
       cost.compute_bytes -= rows_away;
     }
-    kv_dim = shape_.n_kv_heads > 0 ? shape_.kv_dim / shape_.n_kv_heads * slice.split->kv_heads.size()
-                                   : 0;
+    kv_dim = shape_.n_kv_heads > 0
+                 ? shape_.kv_dim / shape_.n_kv_heads * slice.split->kv_heads.size()
+                 : 0;
   }
   cost.kv_cache_bytes =
       static_cast<int64_t>(KvCache::BytesFor(layers, context_length_, kv_dim)) * max_sequences_;

@@ -54,8 +54,8 @@ class StageCostModel {
   int context_length_;
   int max_batch_;
   int max_sequences_;
-  std::vector<int64_t> weight_prefix_;   // [i] = weights of layers 0 .. i-1
-  std::vector<int64_t> compute_prefix_;  // [i] = per-token reads of layers 0 .. i-1
+  std::vector<int64_t> weight_prefix_;     // [i] = weights of layers 0 .. i-1
+  std::vector<int64_t> compute_prefix_;    // [i] = per-token reads of layers 0 .. i-1
   std::vector<int64_t> attention_prefix_;  // [i] = attention matrices of layers 0 .. i-1
   std::vector<int64_t> ffn_prefix_;        // [i] = dense FFN matrices of layers 0 .. i-1
 };

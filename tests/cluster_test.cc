@@ -104,8 +104,14 @@ INSTANTIATE_TEST_SUITE_P(Shards, LayerClusterTest,
 
 TEST(ClusterTest, MoeModelLayerShardsEqualSingleProcess) {
   const std::vector<std::string> common = {SharedPath("models/moe-mini-q8_0.gguf"),
-                                           "--prompt-ids", "1,300,301,302", "-n", "40",
-                                           "--temp", "0", "--ignore-eos", "--emit-ids"};
+                                           "--prompt-ids",
+                                           "1,300,301,302",
+                                           "-n",
+                                           "40",
+                                           "--temp",
+                                           "0",
+                                           "--ignore-eos",
+                                           "--emit-ids"};
   std::vector<std::string> single = {"generate", "-t", "1"};
   single.insert(single.end(), common.begin(), common.end());
   const CommandResult want = RunShardrun(single);
@@ -394,28 +400,34 @@ std::string DataEndpoint(const std::string& log) {
 
 TEST(ClusterTest, GarbageOnWorkerSocketsCrashesNothing) {
   const int port = FreePort();
-  const std::vector<std::string> generation = {SharedPath("models/stories260K.bin"), "-z",
-                                               SharedPath("models/tok512.bin"), "-p",
-                                               "Once upon a time", "--temp", "0", "-n", "60",
+  const std::vector<std::string> generation = {SharedPath("models/stories260K.bin"),
+                                               "-z",
+                                               SharedPath("models/tok512.bin"),
+                                               "-p",
+                                               "Once upon a time",
+                                               "--temp",
+                                               "0",
+                                               "-n",
+                                               "60",
                                                "--emit-ids"};
-  std::vector<std::string> coordinator_args = {"coordinator", "--listen", Endpoint(port),
-                                               "--shards", "3", "--register-timeout", "60"};
+  std::vector<std::string> coordinator_args = {
+      "coordinator", "--listen", Endpoint(port), "--shards", "3", "--register-timeout", "60"};
   coordinator_args.insert(coordinator_args.end(), generation.begin(), generation.end());
   BackgroundShardrun coordinator(coordinator_args);
   std::vector<std::unique_ptr<BackgroundShardrun>> workers;
   auto start_worker = [&](const std::string& id) {
-    workers.push_back(std::make_unique<BackgroundShardrun>(std::vector<std::string>{
-        "worker", "--connect", Endpoint(port), "--id", id, "--model",
-        SharedPath("models/stories260K.bin")}));
+    workers.push_back(std::make_unique<BackgroundShardrun>(
+        std::vector<std::string>{"worker", "--connect", Endpoint(port), "--id", id, "--model",
+                                 SharedPath("models/stories260K.bin")}));
   };
   start_worker("a");
   start_worker("b");
   std::mt19937 rng(11);
   zmq::context_t context;
   for (auto& w : workers) {
-    ASSERT_TRUE(WaitForFileCondition(w->err_path(), 30000,
-                                     [&] { return !DataEndpoint(w->err()).empty(); }))
-        << w->err();
+    ASSERT_TRUE(WaitForFileCondition(w->err_path(), 30000, [&] {
+      return !DataEndpoint(w->err()).empty();
+    })) << w->err();
     const std::string endpoint = DataEndpoint(w->err());
     // Well-formed ZeroMQ messages with random frames, and envelopes that parse but lie.
     zmq::socket_t push(context, zmq::socket_type::push);
@@ -447,9 +459,8 @@ TEST(ClusterTest, GarbageOnWorkerSocketsCrashesNothing) {
 TEST(ClusterTest, OtherProtocolVersionIsRefusedWithBothVersions) {
   const int port = FreePort();
   BackgroundShardrun coordinator({"coordinator", "--listen", Endpoint(port), "--shards", "1",
-                                  "--register-timeout", "20",
-                                  SharedPath("models/stories260K.bin"), "-z",
-                                  SharedPath("models/tok512.bin"), "-n", "4"});
+                                  "--register-timeout", "20", SharedPath("models/stories260K.bin"),
+                                  "-z", SharedPath("models/tok512.bin"), "-n", "4"});
   zmq::context_t context;
   zmq::socket_t dealer(context, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);

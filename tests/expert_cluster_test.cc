@@ -24,8 +24,8 @@ using ::shardrun::testing::RunShardrun;
 using ::shardrun::testing::SharedPath;
 
 std::vector<std::string> Generation(const std::string& model) {
-  return {model, "--prompt-ids", "1,300,301,302", "-n", "48", "--temp", "0", "--ignore-eos",
-          "--emit-ids"};
+  return {model, "--prompt-ids", "1,300,301,302", "-n", "48", "--temp",
+          "0",   "--ignore-eos", "--emit-ids"};
 }
 
 std::string SingleProcessIds(const std::string& model) {
@@ -72,13 +72,13 @@ TEST(ExpertClusterTest, CalibratedPlacementOfASynthesizedModel) {
   const std::string dir = MakeTempDir();
   const std::string model = dir + "/moe.gguf";
   const CommandResult synth =
-      RunShardrun({"synth", "--preset", "mini", "--experts", "6", "--experts-used", "2",
-                   "--type", "q8_0", "--layers", "3", "--seed", "7", model});
+      RunShardrun({"synth", "--preset", "mini", "--experts", "6", "--experts-used", "2", "--type",
+                   "q8_0", "--layers", "3", "--seed", "7", model});
   ASSERT_EQ(synth.exit_code, 0) << synth.err;
   const std::string want = SingleProcessIds(model);
   const std::string calibration = dir + "/calibration.txt";
   std::ofstream(calibration) << "Once upon a time there was a little dog who liked to run in "
-                                 "the park and play with the other dogs every day.";
+                                "the park and play with the other dogs every day.";
   const CommandResult got = ExpertRun(model, {"--shards", "3", "--calibrate", calibration});
   ASSERT_EQ(got.exit_code, 0) << got.err;
   EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","), want);
@@ -89,9 +89,9 @@ TEST(ExpertClusterTest, CalibratedPlacementOfASynthesizedModel) {
 }
 
 TEST(ExpertClusterTest, ErrorsAreClear) {
-  CommandResult r = RunShardrun({"--shards", "2", "--type", "expert", "--plan",
-                                 SharedPath("models/stories260K.bin"), "-z",
-                                 SharedPath("models/tok512.bin")});
+  CommandResult r =
+      RunShardrun({"--shards", "2", "--type", "expert", "--plan",
+                   SharedPath("models/stories260K.bin"), "-z", SharedPath("models/tok512.bin")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("needs a mixture-of-experts model"), std::string::npos) << r.err;
   // Layers fit, but not every expert besides them.

@@ -6,8 +6,8 @@
 #include <signal.h>
 
 #include <cstdlib>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,13 +23,13 @@ namespace {
 using ::shardrun::testing::BackgroundShardrun;
 using ::shardrun::testing::CommandResult;
 using ::shardrun::testing::FreePort;
-using ::shardrun::testing::WaitForFileCondition;
 using ::shardrun::testing::IdsAfter;
 using ::shardrun::testing::MakeTempDir;
 using ::shardrun::testing::ProcessAlive;
 using ::shardrun::testing::RegisteredWorkerPids;
 using ::shardrun::testing::RunShardrun;
 using ::shardrun::testing::SharedPath;
+using ::shardrun::testing::WaitForFileCondition;
 
 struct Model {
   std::vector<std::string> args;  // model file and its vocabulary
@@ -83,9 +83,9 @@ TEST(RecoveryTest, SeededKillsOfEveryRoleGiveIdenticalOutput) {
     const bool spare = rng() % 2 == 0;
     const int victim = static_cast<int>(rng() % shards);
     const int step = 2 + static_cast<int>(rng() % 50);
-    std::vector<std::string> flags = {
-        "--shards", std::to_string(shards), "--type", type, "--inject",
-        absl::StrCat("w", victim, ":kill@step=", step)};
+    std::vector<std::string> flags = {"--shards", std::to_string(shards),
+                                      "--type",   type,
+                                      "--inject", absl::StrCat("w", victim, ":kill@step=", step)};
     if (spare) flags.insert(flags.end(), {"--spares", "1"});
     const std::string what = absl::StrCat("seed ", seed, ": ", absl::StrJoin(flags, " "));
     const bool is_moe = type == "expert";
@@ -103,8 +103,8 @@ TEST(RecoveryTest, SeededKillsOfEveryRoleGiveIdenticalOutput) {
 // when recovery has already deployed the next plan: that late error must not fail recovery.
 TEST(RecoveryTest, TensorSurvivorsLateErrorDoesNotFailRecovery) {
   const std::string want = Reference(Stories());
-  const CommandResult r = Cluster(Stories(), {"--shards", "2", "--type", "tensor", "--spares",
-                                              "1", "--inject", "w1:kill@step=10"});
+  const CommandResult r = Cluster(Stories(), {"--shards", "2", "--type", "tensor", "--spares", "1",
+                                              "--inject", "w1:kill@step=10"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Ids(r, "tensor"), want);
   EXPECT_NE(r.err.find("recovered in"), std::string::npos) << r.err;
@@ -113,8 +113,8 @@ TEST(RecoveryTest, TensorSurvivorsLateErrorDoesNotFailRecovery) {
 
 TEST(RecoveryTest, SpareTakesOverWithoutShrinkingThePlan) {
   const std::string want = Reference(Stories());
-  const CommandResult r = Cluster(Stories(), {"--shards", "3", "--spares", "1", "--inject",
-                                              "w1:kill@step=10"});
+  const CommandResult r =
+      Cluster(Stories(), {"--shards", "3", "--spares", "1", "--inject", "w1:kill@step=10"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Ids(r, "layer"), want);
   EXPECT_NE(r.err.find("on 3 worker(s)"), std::string::npos) << r.err;
@@ -143,8 +143,8 @@ TEST(RecoveryTest, SequencesInFlightAreAllReplayed) {
   const std::string dir = MakeTempDir();
   std::ofstream(dir + "/prompts.txt") << "Once upon a time\nThe cat\nA little girl\n";
   std::vector<std::string> common = Stories().args;
-  common.insert(common.end(), {"--temp", "0", "-n", "48", "--ignore-eos", "--emit-ids",
-                               "--prompts", dir + "/prompts.txt"});
+  common.insert(common.end(), {"--temp", "0", "-n", "48", "--ignore-eos", "--emit-ids", "--prompts",
+                               dir + "/prompts.txt"});
   std::vector<std::string> clean = {"--shards", "3", "--type", "pipeline", "--parallel", "3"};
   clean.insert(clean.end(), common.begin(), common.end());
   const CommandResult want = RunShardrun(clean);
@@ -178,9 +178,9 @@ TEST(RecoveryTest, RebalanceMovesLayersOffASlowWorker) {
 TEST(RecoveryTest, NothingCanHoldTheShardGivesTheDocumentedError) {
   // Two workers that can each hold only about half of the model: once one dies, the other
   // cannot take everything and no worker joins.
-  const CommandResult r = Cluster(Stories(), {"--shards", "2", "--worker-mem", "1300K",
-                                              "--recovery-timeout", "1", "--inject",
-                                              "w0:kill@step=6"});
+  const CommandResult r =
+      Cluster(Stories(), {"--shards", "2", "--worker-mem", "1300K", "--recovery-timeout", "1",
+                          "--inject", "w0:kill@step=6"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot recover"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("no worker that could hold the lost shard joined"), std::string::npos)
@@ -225,14 +225,21 @@ TEST(RecoveryTest, WorkersOutliveACoordinatorAndRejoinUnderTheirIdentity) {
   const std::string want = Reference(Stories());
   const std::string endpoint = absl::StrCat("tcp://127.0.0.1:", FreePort());
   auto worker = [&](const std::string& id, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"worker", "--connect", endpoint, "--id", id, "--model",
-                                     SharedPath("models/stories260K.bin"), "--wait-coordinator"};
+    std::vector<std::string> args = {"worker",
+                                     "--connect",
+                                     endpoint,
+                                     "--id",
+                                     id,
+                                     "--model",
+                                     SharedPath("models/stories260K.bin"),
+                                     "--wait-coordinator"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<BackgroundShardrun>(args);
   };
   auto coordinator = [&](const std::string& shards, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"coordinator", "--listen", endpoint, "--shards", shards,
-                                     "--coordinator-timeout", "2", "--register-timeout", "60"};
+    std::vector<std::string> args = {
+        "coordinator", "--listen",           endpoint, "--shards", shards, "--coordinator-timeout",
+        "2",           "--register-timeout", "60"};
     args.insert(args.end(), extra.begin(), extra.end());
     for (const std::string& a : Generation(Stories())) args.push_back(a);
     return std::make_unique<BackgroundShardrun>(args);
@@ -251,8 +258,7 @@ TEST(RecoveryTest, WorkersOutliveACoordinatorAndRejoinUnderTheirIdentity) {
   // The second one gets both; b dies at step 20 and comes back under its own name.
   auto second = coordinator("2");
   ASSERT_TRUE(WaitForFileCondition(second->err_path(), 30000, [&] {
-    return second->err().find("injected fault") != std::string::npos ||
-           b->Wait(0) >= 0;
+    return second->err().find("injected fault") != std::string::npos || b->Wait(0) >= 0;
   }));
   EXPECT_EQ(b->Wait(20000), 128 + SIGKILL);
   auto b_again = worker("b");

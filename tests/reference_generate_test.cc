@@ -43,11 +43,11 @@ TEST_P(RunCReferenceTest, SameIdsAndTextAsLlama2c) {
   const int steps = std::stoi(args["steps"]);
   const int n_predict = steps - static_cast<int>(want_prompt.size()) + 1;
 
-  CommandResult r = RunShardrun({"generate", SharedPath("models/" + c.model), "-z",
-                                 SharedPath("models/tok512.bin"), "-p", args["prompt"], "--temp",
-                                 args["temperature"], "--top-p", args["topp"], "--seed",
-                                 args["seed"], "-n", std::to_string(n_predict), "--emit-ids",
-                                 "-t", "1", "--log-level", "warn"});
+  CommandResult r =
+      RunShardrun({"generate", SharedPath("models/" + c.model), "-z",
+                   SharedPath("models/tok512.bin"), "-p", args["prompt"], "--temp",
+                   args["temperature"], "--top-p", args["topp"], "--seed", args["seed"], "-n",
+                   std::to_string(n_predict), "--emit-ids", "-t", "1", "--log-level", "warn"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(absl::StrJoin(IdsAfter(r.err, "prompt_ids"), ","), absl::StrJoin(want_prompt, ","));
   EXPECT_EQ(absl::StrJoin(IdsAfter(r.err, "generated_ids"), ","),
@@ -112,10 +112,10 @@ TEST_P(LlamaCppReferenceTest, SameIdsAndLogitsAsLlamaCpp) {
   ASSERT_FALSE(want.empty());
   const std::string logits_path = ::testing::TempDir() + "/" + c.reference + ".logits";
 
-  CommandResult r = RunShardrun(
-      {"generate", SharedPath("models/" + c.model), "--prompt-ids", absl::StrJoin(prompt, ","),
-       "-n", std::to_string(want.size()), "--temp", "0", "--ignore-eos", "--emit-ids",
-       "--dump-logits", logits_path, "-t", "1", "--log-level", "warn"});
+  CommandResult r = RunShardrun({"generate", SharedPath("models/" + c.model), "--prompt-ids",
+                                 absl::StrJoin(prompt, ","), "-n", std::to_string(want.size()),
+                                 "--temp", "0", "--ignore-eos", "--emit-ids", "--dump-logits",
+                                 logits_path, "-t", "1", "--log-level", "warn"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::vector<int32_t> got = IdsAfter(r.err, "generated_ids");
   const std::vector<float> logits = ReadFloats(logits_path);
@@ -132,8 +132,7 @@ TEST_P(LlamaCppReferenceTest, SameIdsAndLogitsAsLlamaCpp) {
     hi = std::max(hi, y);
     sx += x, sy += y, sxx += x * x, syy += y * y, sxy += x * y;
   }
-  const double pearson =
-      (n * sxy - sx * sy) / std::sqrt((n * sxx - sx * sx) * (n * syy - sy * sy));
+  const double pearson = (n * sxy - sx * sy) / std::sqrt((n * sxx - sx * sx) * (n * syy - sy * sy));
   int agree = 0;
   while (agree < static_cast<int>(got.size()) && got[agree] == want[agree]) ++agree;
   RecordProperty("max_abs_logit_diff", absl::StrCat(max_diff));
@@ -162,8 +161,8 @@ std::vector<LlamaCppCase> LlamaCppCases() {
   };
   for (const char* type : {"f32", "f16", "q8_0", "q4_0"}) {
     for (const char* prompt : {"a", "b"}) {
-      cases.push_back({absl::StrCat("mini-", type, ".gguf"), absl::StrCat("mini-", type, "-", prompt),
-                       std::string(type) == "f32"});
+      cases.push_back({absl::StrCat("mini-", type, ".gguf"),
+                       absl::StrCat("mini-", type, "-", prompt), std::string(type) == "f32"});
     }
   }
   return cases;

@@ -22,8 +22,15 @@ using ::shardrun::testing::RunShardrun;
 using ::shardrun::testing::SharedPath;
 
 std::vector<std::string> GenerationArgs(const std::string& model) {
-  std::vector<std::string> args = {SharedPath("models/" + model), "-p", "Once upon a time",
-                                   "--temp", "0", "-n", "256", "--ignore-eos", "--emit-ids"};
+  std::vector<std::string> args = {SharedPath("models/" + model),
+                                   "-p",
+                                   "Once upon a time",
+                                   "--temp",
+                                   "0",
+                                   "-n",
+                                   "256",
+                                   "--ignore-eos",
+                                   "--emit-ids"};
   // llama2.c files keep their vocabulary in a separate file.
   if (model.ends_with(".bin")) args.insert(args.end(), {"-z", SharedPath("models/tok512.bin")});
   return args;
@@ -73,28 +80,29 @@ INSTANTIATE_TEST_SUITE_P(
         TensorCase{"stories260K.bin", {"--shards", "4"}, 4},
         // Two stages of two: tensor parallelism inside each stage, layers between them.
         TensorCase{"stories260K.bin", {"--shards", "4", "--tp", "2"}, 4},
-        TensorCase{"stories260K.bin",
-                   {"--shards", "3", "--reduction", "gather-broadcast", "--worker-threads",
-                    "2,1,1"},
-                   3},
+        TensorCase{
+            "stories260K.bin",
+            {"--shards", "3", "--reduction", "gather-broadcast", "--worker-threads", "2,1,1"},
+            3},
         // Q8_0 matrices: KV heads go in pairs (two heads are one block of attn_output).
         TensorCase{"stories260K-q8_0.gguf", {"--shards", "3", "--worker-threads", "1,2,1"}, 3}),
     [](const auto& info) { return absl::StrCat("case_", info.index); });
 
 TEST(TensorClusterErrorsTest, UnsupportedCombinationsAreClearErrors) {
   const std::string model = SharedPath("models/stories260K.bin");
-  CommandResult r = RunShardrun({"--shards", "4", "--type", "tensor", "--tp", "3", "--plan", model});
+  CommandResult r =
+      RunShardrun({"--shards", "4", "--type", "tensor", "--tp", "3", "--plan", model});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--tp 3 does not divide 4 workers"), std::string::npos) << r.err;
   r = RunShardrun({"--shards", "2", "--type", "layer", "--tp", "2", "--plan", model});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--tp needs --type tensor"), std::string::npos) << r.err;
-  r = RunShardrun({"--shards", "2", "--type", "tensor", "--plan",
-                   SharedPath("models/moe-mini-q8_0.gguf")});
+  r = RunShardrun(
+      {"--shards", "2", "--type", "tensor", "--plan", SharedPath("models/moe-mini-q8_0.gguf")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("use --type expert"), std::string::npos) << r.err;
-  r = RunShardrun({"--shards", "2", "--type", "tensor", "--plan",
-                   SharedPath("models/stories260K-v2-gs4.bin")});
+  r = RunShardrun(
+      {"--shards", "2", "--type", "tensor", "--plan", SharedPath("models/stories260K-v2-gs4.bin")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot cut llama2.c int8"), std::string::npos) << r.err;
   r = RunShardrun({"--shards", "2", "--type", "tensor", "--worker-mem", "200K", "--plan", model});
