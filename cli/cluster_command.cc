@@ -57,7 +57,7 @@ struct ClusterFlags {
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
   bool no_rebalance = false;
-  std::string poll = "block";  // how the coordinator and local workers await messages
+  std::string poll = "auto";  // how the coordinator and local workers await messages
   double coordinator_timeout_s = 10;
   std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
@@ -387,9 +387,8 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "--wait-coordinator, wait for a new one)");
   cmd->add_option("--poll", flags->poll,
                   "How the coordinator and local workers await activations and logits: spin "
-                  "around their predicted arrival, block (the default: spinning measured no "
-                  "faster on 2 vCPUs, bench/README.md), or auto (spin when the host has a core "
-                  "beyond the workers' threads)")
+                  "around their predicted arrival, block, or auto (the default: spin when the "
+                  "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");

@@ -27,7 +27,7 @@ struct WorkerFlags {
   std::string memory = "1G";
   std::string gpu_memory = "0";
   std::string backend = "cpu";
-  std::string poll = "block";
+  std::string poll = "auto";
   bool no_local_model = false;
   std::string token;  // TOKEN, @FILE or -
 };
@@ -64,8 +64,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                   "worker, gpu-lost@step=7 (also SHARDRUN_INJECT)");
   cmd->add_option("--poll", flags->poll,
                   "How to await activations: spin around their predicted arrival (a core busy "
-                  "for ~1/8 of a token), block (the default), or auto (spin when the host has "
-                  "a core beyond --threads)")
+                  "for ~1/8 of a token), block, or auto (the default: spin when the host has a "
+                  "core beyond --threads)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");

@@ -9,9 +9,10 @@
 //
 // Measured (bench/README.md, 2 vCPUs): it takes the application thread's wake out of a hop
 // (bench/hop_bench: 4-process ring, 150-200 -> 120-160 us p50 after memory-bound steps; 130 ->
-// 65-77 us in cache) and the coordinator's logits wait (1 shard: 0.96x -> 1.00x of one
-// process), but the cold-cache ZeroMQ I/O threads remain, and with 2-4 TinyLlama shards the
-// decode rate did not move beyond noise. Hence off by default (--poll spin / auto to use it).
+// 65-77 us in cache; the ZeroMQ I/O threads' wakes remain) and, with 4 TinyLlama layer shards
+// of one thread each, cuts transport per token from ~1.5 to ~1.0 ms (decode +2-9%); with 2
+// threads each on 2 vCPUs it takes a core from the arithmetic and loses. Hence kAuto, spinning
+// only where a core is spare, is the default.
 //
 // Spinning costs a core for the window only (about an eighth of the period), and only when the
 // stream is steady: an irregular or slow stream (> 200 ms apart) is always awaited asleep.

@@ -38,7 +38,7 @@ struct WorkerOptions {
   bool wait_coordinator = false;
   // How the loop awaits activations (proto/arrival_spin.h); kAuto spins around the predicted
   // arrival when the host has a core beyond `threads`.
-  PollMode poll = PollMode::kBlock;
+  PollMode poll = PollMode::kAuto;
   // Keys and tokens (auth/). With `server_key_path` (the coordinator's curve.pub) every socket
   // uses CURVE with this worker's keys from `key_dir` (`shardrun keygen`); `token` (its text)
   // is what a worker of another origin proves when the coordinator asks. Without them, the
