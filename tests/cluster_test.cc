@@ -37,7 +37,7 @@ using ::shardrun::testing::SharedPath;
 using ::shardrun::testing::WaitForExit;
 using ::shardrun::testing::WaitForFileCondition;
 
-std::vector<std::string> GenerationArgs() {
+std::vector<std::string> GenerationArgs(int tokens = 200) {
   return {SharedPath("models/stories260K.bin"),
           "-z",
           SharedPath("models/tok512.bin"),
@@ -46,7 +46,7 @@ std::vector<std::string> GenerationArgs() {
           "--temp",
           "0",
           "-n",
-          "200",
+          std::to_string(tokens),
           "--emit-ids"};
 }
 
@@ -400,16 +400,7 @@ std::string DataEndpoint(const std::string& log) {
 
 TEST(ClusterTest, GarbageOnWorkerSocketsCrashesNothing) {
   const int port = FreePort();
-  const std::vector<std::string> generation = {SharedPath("models/stories260K.bin"),
-                                               "-z",
-                                               SharedPath("models/tok512.bin"),
-                                               "-p",
-                                               "Once upon a time",
-                                               "--temp",
-                                               "0",
-                                               "-n",
-                                               "60",
-                                               "--emit-ids"};
+  const std::vector<std::string> generation = GenerationArgs(60);
   std::vector<std::string> coordinator_args = {
       "coordinator", "--listen", Endpoint(port), "--shards", "3", "--register-timeout", "60"};
   coordinator_args.insert(coordinator_args.end(), generation.begin(), generation.end());
