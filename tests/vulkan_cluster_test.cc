@@ -115,6 +115,40 @@ TEST(VulkanClusterTest, GpuThatCannotStartMovesTheShard) {
   EXPECT_NE(got.err.find("recovered in"), std::string::npos) << got.err;
 }
 
+// A Vulkan worker whose device fails while it serves another worker's expert request leaves
+// (it does not wait for a step of its own to fail), and the experts move to the spare.
+TEST(VulkanClusterTest, GpuLostWhileServingExpertsMovesTheExperts) {
+  const CommandResult devices = RunShardrun({"devices"});
+  if (devices.exit_code != 0) GTEST_SKIP() << "no Vulkan device: " << devices.err;
+  const std::vector<std::string> generation = {SharedPath("models/moe-mini-q8_0.gguf"),
+                                               "--prompt-ids",
+                                               "1,2,3,4",
+                                               "-n",
+                                               "24",
+                                               "--temp",
+                                               "0",
+                                               "--emit-ids"};
+  std::vector<std::string> single = {"generate", "-t", "1", "--backend", "cpu"};
+  single.insert(single.end(), generation.begin(), generation.end());
+  const CommandResult want = RunShardrun(single);
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  std::vector<std::string> args = {"--shards",         "2",
+                                   "--type",           "expert",
+                                   "--spares",         "1",
+                                   "--inject",         "w1:gpu-lost@serve=5",
+                                   "--worker-backend", "cpu,vulkan,cpu"};
+  args.insert(args.end(), generation.begin(), generation.end());
+  const CommandResult got = RunShardrun(args);
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
+            absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+  EXPECT_NE(got.err.find("injected GPU loss before expert request 5"), std::string::npos)
+      << got.err;
+  EXPECT_NE(got.err.find("worker w1 is leaving: GPU "), std::string::npos) << got.err;
+  EXPECT_NE(got.err.find("VK_ERROR_DEVICE_LOST"), std::string::npos) << got.err;
+  EXPECT_NE(got.err.find("recovered in"), std::string::npos) << got.err;
+}
+
 // A GPU fault aimed at a worker without a GPU is refused before the worker connects.
 TEST(VulkanClusterTest, GpuFaultOnCpuWorkerIsAnError) {
   const CommandResult r = RunShardrun({"worker", "--connect", "tcp://127.0.0.1:9", "--backend",

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "kernels/device_failure.h"
 #include "proto/message_codec.h"
 #include "spdlog/spdlog.h"
 
@@ -186,6 +187,12 @@ void ExpertClient::ServeQueued() {
   while (in_.ReceiveNow()) HandleMessage();
 }
 
+absl::Status ExpertClient::TakeDeviceFailure() {
+  absl::Status failure = std::move(device_failure_);
+  device_failure_ = absl::OkStatus();
+  return failure;
+}
+
 void ExpertClient::HandleMessage() {
   const wire::Envelope& env = in_.envelope();
   if (env.has_expert_request()) {
@@ -230,6 +237,7 @@ absl::Status ExpertClient::Serve(const wire::ExpertRequest& request,
     in_.DropUnexpected(absl::StrCat("expert request from unknown worker ", from));
     return absl::OkStatus();
   }
+  if (before_serve_) before_serve_(++requests_served_);
   const size_t dim = static_cast<size_t>(dim_);
   const size_t n = static_cast<size_t>(request.experts_size());
   out_.Clear();
@@ -247,6 +255,7 @@ absl::Status ExpertClient::Serve(const wire::ExpertRequest& request,
                             std::span<const float>(in + j * dim, dim),
                             std::span<float>(served_.data() + j * dim, dim));
   }
+  if (IsDeviceFailure(status) && device_failure_.ok()) device_failure_ = status;
   Channel* peer = Peer(from);
   if (peer == nullptr) return absl::UnavailableError("cannot answer an expert request");
   if (!status.ok()) {

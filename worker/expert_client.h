@@ -10,6 +10,7 @@
 #define SHARDRUN_WORKER_EXPERT_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -49,6 +50,14 @@ class ExpertClient : public ExpertDispatcher {
 
   // Answers every request queued on the socket (the worker's loop calls this when idle).
   void ServeQueued();
+
+  // The device failure (kernels/device_failure.h) met while serving another worker's request,
+  // if any, cleared: the requester got an error reply, and this worker must leave.
+  absl::Status TakeDeviceFailure();
+
+  // Testing (worker/fault_injection.h): called with each request's number (from 1) before it
+  // is served.
+  void set_before_serve(std::function<void(uint64_t)> hook) { before_serve_ = std::move(hook); }
 
   // Appends the calls sent to each plan worker (this one included) since the last call to
   // `counts`, and starts counting again.
@@ -90,6 +99,9 @@ class ExpertClient : public ExpertDispatcher {
   uint64_t next_request_ = 1;
   std::vector<float> rows_;    // rows gathered for one request
   std::vector<float> served_;  // outputs of a request served here
+  uint64_t requests_served_ = 0;
+  absl::Status device_failure_;
+  std::function<void(uint64_t)> before_serve_;
   wire::Envelope out_;
 };
 

@@ -10,12 +10,18 @@ namespace shardrun {
 
 Fault::Kind Fault::FireAt(uint64_t at_step) {
   if (kind == Kind::kNone || kind == Kind::kKillAtLoad || kind == Kind::kGpuOomAtLoad ||
-      kind == Kind::kSlow || at_step != step) {
+      kind == Kind::kSlow || kind == Kind::kGpuLostAtServe || at_step != step) {
     return Kind::kNone;
   }
   const Kind fired = kind;
   kind = Kind::kNone;  // spent
   return fired;
+}
+
+Fault::Kind Fault::FireAtServe(uint64_t served) {
+  if (kind != Kind::kGpuLostAtServe || served != step) return Kind::kNone;
+  kind = Kind::kNone;  // spent
+  return Kind::kGpuLostAtServe;
 }
 
 absl::StatusOr<Fault> ParseFault(const std::string& spec) {
@@ -25,8 +31,8 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("--inject ", spec,
                      ": expected kill@step=N, kill@load, stall@step=N:ms=M, drop@step=N, "
-                     "duplicate@step=N, corrupt@step=N, slow@ms=M, slow@x=F, gpu-lost@step=N or "
-                     "gpu-oom@load"));
+                     "duplicate@step=N, corrupt@step=N, slow@ms=M, slow@x=F, gpu-lost@step=N, "
+                     "gpu-lost@serve=N or gpu-oom@load"));
   };
   const std::vector<std::string> parts = absl::StrSplit(spec, '@');
   if (parts.size() != 2) return bad();
@@ -43,6 +49,11 @@ absl::StatusOr<Fault> ParseFault(const std::string& spec) {
   }
   if (what == "kill" && parts[1] == "load") {
     fault.kind = Fault::Kind::kKillAtLoad;
+    return fault;
+  }
+  if (what == "gpu-lost" && parts[1].starts_with("serve=") &&
+      absl::SimpleAtoi(parts[1].substr(6), &fault.step) && fault.step > 0) {
+    fault.kind = Fault::Kind::kGpuLostAtServe;
     return fault;
   }
   if (what == "gpu-oom" && parts[1] == "load") {

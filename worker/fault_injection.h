@@ -14,6 +14,8 @@
 //                         and every later one report VK_ERROR_DEVICE_LOST (Vulkan workers)
 //   gpu-oom@load          every device allocation while loading the shard reports
 //                         VK_ERROR_OUT_OF_DEVICE_MEMORY (Vulkan workers)
+//   gpu-lost@serve=N      the Vulkan device is lost just before the worker serves its N-th
+//                         expert request for another worker (expert plans)
 // Steps are the coordinator's step numbers (Activation.step). Each fault but slow fires once.
 // The GPU faults go through the backend's real error path (kernels/backend_factory.h).
 #ifndef SHARDRUN_WORKER_FAULT_INJECTION_H_
@@ -38,16 +40,21 @@ struct Fault {
     kSlow,
     kGpuLost,
     kGpuOomAtLoad,
+    kGpuLostAtServe,
   };
   Kind kind = Kind::kNone;
-  uint64_t step = 0;
+  uint64_t step = 0;  // kGpuLostAtServe: the expert request's number (from 1)
   int stall_ms = 0;
   double slow_factor = 1.0;
 
   // The fault's kind when `at_step` is its step (then it is spent), else kNone.
   Kind FireAt(uint64_t at_step);
+  // kGpuLostAtServe when `served` is its request number (then it is spent), else kNone.
+  Kind FireAtServe(uint64_t served);
   // Whether it is a GPU fault (only a Vulkan worker can have one).
-  bool on_gpu() const { return kind == Kind::kGpuLost || kind == Kind::kGpuOomAtLoad; }
+  bool on_gpu() const {
+    return kind == Kind::kGpuLost || kind == Kind::kGpuOomAtLoad || kind == Kind::kGpuLostAtServe;
+  }
 };
 
 // Parses SPEC (empty: no fault).

@@ -232,6 +232,13 @@ absl::Status WorkerLoop::Setup() {
                                         loopback ? "" : host, *security_);
     if (!experts.ok()) return experts.status();
     experts_ = *std::move(experts);
+    experts_->set_before_serve([this](uint64_t request) {
+      if (fault_.FireAtServe(request) == Fault::Kind::kNone || shard_ == nullptr) return;
+      spdlog::warn("worker {}: injected GPU loss before expert request {}", options_.id, request);
+      if (absl::Status s = shard_->InjectDeviceFault(DeviceFault::kLost); !s.ok()) {
+        spdlog::error("worker {}: {}", options_.id, std::string(s.message()));
+      }
+    });
     control_.socket().set(zmq::sockopt::routing_id, options_.id);
     control_.socket().connect(options_.connect);
   } catch (const zmq::error_t& e) {
@@ -583,7 +590,10 @@ void WorkerLoop::HandleActivation(Channel& in) {
       in.tensors().empty() ? std::span<const uint8_t>() : in.tensors()[0];
   const int64_t t0 = NowMicros();
   reduce_->BeginStep(a.sequence_id(), a.step());
-  if (absl::Status s = shard_->Step(a, frame); !s.ok()) {
+  absl::Status s = shard_->Step(a, frame);
+  // While it waited for experts elsewhere it served others': its device may have failed there.
+  if (absl::Status served = experts_->TakeDeviceFailure(); !served.ok() && s.ok()) s = served;
+  if (!s.ok()) {
     if (IsDeviceFailure(s)) {
       LeaveForDeviceFailure(s).IgnoreError();  // Run returns it
       return;
@@ -673,7 +683,12 @@ absl::Status WorkerLoop::Run() {
                                {experts_->socket().handle(), 0, ZMQ_POLLIN, 0}};
     const std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
     if (zmq::poll(items, 3, sleep) == 0 && sleep.count() == 0) std::this_thread::yield();
-    if (items[2].revents & ZMQ_POLLIN) experts_->ServeQueued();
+    if (items[2].revents & ZMQ_POLLIN) {
+      experts_->ServeQueued();
+      if (absl::Status failure = experts_->TakeDeviceFailure(); !failure.ok()) {
+        return LeaveForDeviceFailure(failure);
+      }
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }
