@@ -350,9 +350,9 @@ absl::Status DecodeMessageInto(std::span<const Frame> frames, const DecodeLimits
 
   switch (body) {
     case wire::Envelope::kActivation:
-      return CheckActivation(envelope.activation(), (*tensors), limits);
+      return CheckActivation(envelope.activation(), *tensors, limits);
     case wire::Envelope::kLogits:
-      return CheckLogits(envelope.logits(), (*tensors), limits);
+      return CheckLogits(envelope.logits(), *tensors, limits);
     case wire::Envelope::kWeightChunk:
       return CheckWeightChunk(envelope.weight_chunk(), (*tensors)[0]);
     case wire::Envelope::kPartialSum:

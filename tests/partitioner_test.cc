@@ -20,10 +20,12 @@
 #include "partitioner/model_shape.h"
 #include "partitioner/plan_format.h"
 #include "partitioner/stage_cost.h"
+#include "tests/stories_config.h"
 
 namespace shardrun {
 namespace {
 
+using ::shardrun::testing::StoriesConfig;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -46,21 +48,6 @@ std::vector<WorkerBudget> EqualWorkers(int count, int64_t memory) {
   std::vector<WorkerBudget> workers;
   for (int i = 0; i < count; ++i) workers.push_back(Worker(absl::StrCat("w", i), memory));
   return workers;
-}
-
-// stories260K.bin as its README describes it (float32, classifier tied to the embedding).
-ModelConfig StoriesConfig() {
-  ModelConfig c;
-  c.name = "stories260K";
-  c.dim = 64;
-  c.hidden_dim = 172;
-  c.n_layers = 5;
-  c.n_heads = 8;
-  c.n_kv_heads = 4;
-  c.vocab_size = 512;
-  c.context_length = 512;
-  c.tied_output = true;
-  return c;
 }
 
 ModelShape StoriesShape() { return ShapeOf(StoriesConfig(), TensorType::kF32); }
@@ -334,9 +321,9 @@ TEST(LayerPlanTest, StoriesOverOneToSixWorkers) {
   }
   const ShardPlan six = PlanOrDie(shape, EqualWorkers(6, 64 * kMiB));
   EXPECT_THAT(six.notes,
-              testing::Contains(HasSubstr("w5 gets no layers (spare): 5 layers over 6")));
+              ::testing::Contains(HasSubstr("w5 gets no layers (spare): 5 layers over 6")));
   const ShardPlan four = PlanOrDie(shape, EqualWorkers(4, 64 * kMiB));
-  EXPECT_THAT(four.notes, testing::Contains(
+  EXPECT_THAT(four.notes, ::testing::Contains(
                               AllOf(HasSubstr("w3 gets no layers"), HasSubstr("only add a hop"))));
 }
 
@@ -347,7 +334,7 @@ TEST(LayerPlanTest, TiedHeadAwayFromTheEmbeddingHoldsItsOwnCopy) {
   const ShardPlan two = PlanOrDie(shape, EqualWorkers(2, 64 * kMiB));
   EXPECT_EQ(two.assignments[0].weight_bytes + two.assignments[1].weight_bytes,
             shape.TotalWeightBytes() + shape.output_bytes);
-  EXPECT_THAT(two.notes, testing::Contains(HasSubstr("w1 holds its own copy")));
+  EXPECT_THAT(two.notes, ::testing::Contains(HasSubstr("w1 holds its own copy")));
 }
 
 TEST(LayerPlanTest, FasterWorkerGetsMoreLayers) {
@@ -391,7 +378,7 @@ TEST(LayerPlanTest, WorkerTooSmallForAnyLayerIsASpare) {
   ExpectWellFormed(plan, shape);
   EXPECT_EQ(plan.stages.size(), 2u);
   EXPECT_EQ(plan.assignments[1].worker, 2);
-  EXPECT_THAT(plan.notes, testing::Contains(AllOf(HasSubstr("tiny gets no layers"),
+  EXPECT_THAT(plan.notes, ::testing::Contains(AllOf(HasSubstr("tiny gets no layers"),
                                                   HasSubstr("cannot hold one layer"))));
 }
 
@@ -402,7 +389,7 @@ TEST(LayerPlanTest, TinyLlamaOverFourEqualWorkers) {
   // The output head (32000 x 2048) reads as much as 1.5 layers per token, so the last stage
   // takes fewer layers; the embedding costs one row per token and weighs nothing.
   EXPECT_EQ(LayerCounts(plan), (std::vector<int>{6, 6, 6, 4}));
-  EXPECT_THAT(plan.notes, testing::Contains(HasSubstr("slowest stage")));
+  EXPECT_THAT(plan.notes, ::testing::Contains(HasSubstr("slowest stage")));
 }
 
 TEST(LayerPlanTest, PipelineReservesACachePerSequence) {
@@ -422,7 +409,7 @@ TEST(LayerPlanTest, PipelineReservesACachePerSequence) {
               4 * static_cast<int64_t>(KvCache::BytesFor(a.slice.layers, 1024, shape.kv_dim)));
     EXPECT_EQ(a.activation_bytes, ActivationBytes(shape, 16, a.slice.head));
   }
-  EXPECT_THAT(plan.notes, testing::Contains(HasSubstr("KV caches for 4 sequences")));
+  EXPECT_THAT(plan.notes, ::testing::Contains(HasSubstr("KV caches for 4 sequences")));
 }
 
 TEST(LayerPlanTest, HeadAloneOnAWorkerWhenNothingElseFits) {
@@ -436,7 +423,7 @@ TEST(LayerPlanTest, HeadAloneOnAWorkerWhenNothingElseFits) {
   ASSERT_EQ(plan.stages.size(), 2u);
   EXPECT_EQ(SliceLabel(plan.assignments[1].slice), "head");
   EXPECT_EQ(SliceLabel(plan.assignments[0].slice), "emb+0..3");
-  EXPECT_THAT(plan.notes, testing::Contains(HasSubstr("b holds only the output head")));
+  EXPECT_THAT(plan.notes, ::testing::Contains(HasSubstr("b holds only the output head")));
 }
 
 TEST(LayerPlanTest, VulkanWorkerIsPlannedAgainstItsGpuMemory) {
@@ -448,7 +435,7 @@ TEST(LayerPlanTest, VulkanWorkerIsPlannedAgainstItsGpuMemory) {
   const ShardPlan plan = PlanOrDie(shape, {gpu, Worker("cpu", kGiB)});
   ExpectWellFormed(plan, shape);
   EXPECT_EQ(plan.stages[0].layers.size(), 3);
-  EXPECT_THAT(plan.notes, testing::Contains(HasSubstr("planned against its GPU memory")));
+  EXPECT_THAT(plan.notes, ::testing::Contains(HasSubstr("planned against its GPU memory")));
 }
 
 // Every split of `n` layers (bare ends allowed) over `workers`, by enumeration: the fastest

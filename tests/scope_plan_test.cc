@@ -13,6 +13,7 @@
 #include "partitioner/model_shape.h"
 #include "partitioner/partitioner.h"
 #include "partitioner/shard_plan.h"
+#include "tests/stories_config.h"
 
 namespace shardrun {
 namespace {
@@ -33,15 +34,7 @@ WorkerBudget Worker(const std::string& id, const std::string& scope = "") {
 
 // stories260K's shape (5 layers), dense or with `experts` experts per layer.
 ModelShape Shape(int experts = 0) {
-  ModelConfig c;
-  c.name = "stories260K";
-  c.dim = 64;
-  c.hidden_dim = 172;
-  c.n_layers = 5;
-  c.n_heads = 8;
-  c.n_kv_heads = 4;
-  c.vocab_size = 512;
-  c.context_length = 512;
+  ModelConfig c = ::shardrun::testing::StoriesConfig();
   c.n_experts = experts;
   c.n_experts_used = experts > 0 ? 2 : 0;
   return ShapeOf(c, experts > 0 ? TensorType::kQ8_0 : TensorType::kF32);
