@@ -379,7 +379,7 @@ TEST(LayerPlanTest, WorkerTooSmallForAnyLayerIsASpare) {
   EXPECT_EQ(plan.stages.size(), 2u);
   EXPECT_EQ(plan.assignments[1].worker, 2);
   EXPECT_THAT(plan.notes, ::testing::Contains(AllOf(HasSubstr("tiny gets no layers"),
-                                                  HasSubstr("cannot hold one layer"))));
+                                                    HasSubstr("cannot hold one layer"))));
 }
 
 TEST(LayerPlanTest, TinyLlamaOverFourEqualWorkers) {
