@@ -5,7 +5,10 @@
 // cluster run's summary) is judged.
 //
 //   hop_bench [--stages 4] [--tokens 300] [--compute-us 5000] [--memory] [--poll block|spin]
-//             [--transport tcp|ipc] [--bytes 8192]
+//             [--transport tcp|ipc|local] [--bytes 8192]
+//
+// --transport local passes the message through shardrun's same-host link (proto/local_link.h:
+// a shared-memory ring, a doorbell only for a sleeping receiver) instead of ZeroMQ.
 //
 // --memory streams a 160 MiB buffer while computing, as a decode step streams its weights: the
 // ZeroMQ I/O threads and the kernel's TCP path then run from cold caches, which is most of
@@ -25,6 +28,7 @@
 
 #include "CLI/CLI.hpp"
 #include "proto/arrival_spin.h"
+#include "proto/local_link.h"
 #include "zmq.hpp"
 
 namespace {
@@ -45,6 +49,7 @@ struct Options {
   int bytes = 8192;
   std::vector<int> ports;  // tcp: one per stage
   std::string ipc_dir;
+  std::vector<std::unique_ptr<shardrun::LocalInbox>> inboxes;  // local: one per stage
 };
 
 std::string Endpoint(const Options& o, int stage) {
@@ -86,8 +91,60 @@ void Compute(const Options& o, std::vector<float>& buffer) {
   if (sum == 1.5f) std::printf(" ");  // keeps the reads
 }
 
+// The same ring through local links: each stage reads its inbox and writes to the next's.
+std::vector<int64_t> RunLocalStage(const Options& o, int stage) {
+  shardrun::LocalInbox& inbox = *o.inboxes[static_cast<size_t>(stage)];
+  auto outlet = shardrun::LocalOutlet::Connect(
+      o.inboxes[static_cast<size_t>((stage + 1) % o.stages)]->address());
+  if (!outlet.ok()) return {};
+  std::vector<float> buffer(o.memory ? (40u << 20) : 1, 1.0f);
+  std::vector<uint8_t> message(static_cast<size_t>(o.bytes));
+  shardrun::ArrivalSpin arrivals(o.poll == "spin" ? shardrun::PollMode::kSpin
+                                                  : shardrun::PollMode::kBlock);
+  std::vector<int64_t> hops;
+  std::vector<zmq::pollitem_t> items;
+  std::vector<shardrun::Frame> frames;
+  // Waits for a message, serving the inbox (a new sender, doorbells) as the workers do.
+  auto receive = [&](bool wait) {
+    while (true) {
+      absl::Status broken;
+      if (inbox.Next(&frames, &broken)) return true;
+      items.clear();
+      inbox.AppendPollItems(&items);
+      auto sleep = wait ? arrivals.SleepFor(NowMicros(), std::chrono::milliseconds(50))
+                        : std::chrono::milliseconds(0);
+      if (sleep.count() > 0 && !inbox.PrepareToSleep()) sleep = std::chrono::milliseconds(0);
+      zmq::poll(items.data(), items.size(), sleep);
+      inbox.Awake();
+      inbox.Service(items);
+      if (!wait) return false;
+      if (sleep.count() == 0) std::this_thread::yield();
+    }
+  };
+  auto send = [&] {
+    const int64_t now = NowMicros();
+    std::memcpy(message.data(), &now, sizeof(now));
+    const shardrun::Frame frame{message.data(), message.size()};
+    // Until the next stage has handed over its ring, keep serving our own inbox.
+    while (!(*outlet)->TrySend({&frame, 1})) receive(false);
+  };
+  if (stage == 0) send();
+  for (int token = 0; token < o.tokens; ++token) {
+    receive(true);
+    const int64_t now = NowMicros();
+    arrivals.Arrived(now);
+    int64_t sent = 0;
+    std::memcpy(&sent, frames[0].data, sizeof(sent));
+    hops.push_back(now - sent);
+    Compute(o, buffer);
+    if (!(stage == 0 && token + 1 == o.tokens)) send();
+  }
+  return hops;
+}
+
 // One stage: receive from the previous, compute, send to the next. Returns its hop latencies.
 std::vector<int64_t> RunStage(const Options& o, int stage) {
+  if (o.transport == "local") return RunLocalStage(o, stage);
   zmq::context_t context;
   zmq::socket_t in(context, zmq::socket_type::pull);
   zmq::socket_t out(context, zmq::socket_type::push);
@@ -138,7 +195,7 @@ int main(int argc, char** argv) {
   app.add_option("--compute-us", o.compute_us)->check(CLI::NonNegativeNumber);
   app.add_flag("--memory", o.memory, "Stream a large buffer while computing");
   app.add_option("--poll", o.poll)->check(CLI::IsMember({"block", "spin"}));
-  app.add_option("--transport", o.transport)->check(CLI::IsMember({"tcp", "ipc"}));
+  app.add_option("--transport", o.transport)->check(CLI::IsMember({"tcp", "ipc", "local"}));
   app.add_option("--bytes", o.bytes)->check(CLI::Range(8, 1 << 24));
   CLI11_PARSE(app, argc, argv);
   o.ports = FreePorts(o.stages);
@@ -148,6 +205,14 @@ int main(int argc, char** argv) {
   }
   char dir[] = "/tmp/hop_bench.XXXXXX";
   if (o.transport == "ipc") o.ipc_dir = mkdtemp(dir);
+  for (int stage = 0; o.transport == "local" && stage < o.stages; ++stage) {
+    auto inbox = shardrun::LocalInbox::Create();
+    if (!inbox.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(inbox.status().message()).c_str());
+      return 1;
+    }
+    o.inboxes.push_back(*std::move(inbox));
+  }
 
   // Each stage reports its sorted latencies through a pipe: "p50 p90 p99" in microseconds.
   int fds[2];

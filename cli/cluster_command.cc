@@ -57,7 +57,8 @@ struct ClusterFlags {
   double step_timeout_s = 60;
   double worker_timeout_s = 2;
   bool no_rebalance = false;
-  std::string poll = "auto";  // how the coordinator and local workers await messages
+  std::string poll = "auto";   // how the coordinator and local workers await messages
+  bool no_local_link = false;  // local workers pass activations by socket only
   double coordinator_timeout_s = 10;
   std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
@@ -102,13 +103,15 @@ void PrintStageTimes(const Coordinator& c) {
     const StageTimes& t = c.stage_times()[s];
     const std::string& id =
         plan.workers[plan.assignments[plan.stages[s].assignments[0]].worker].worker_id;
-    std::fprintf(stderr,
-                 "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step; "
-                 "hop in: %s\n",
-                 s, id.c_str(), plan.stages[s].layers.begin, plan.stages[s].layers.end - 1,
-                 static_cast<long long>(t.steps), t.compute_us / 1000.0,
-                 t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0,
-                 Percentiles(t.hop_us).c_str());
+    std::fprintf(
+        stderr,
+        "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step; "
+        "hop in: %s%s\n",
+        s, id.c_str(), plan.stages[s].layers.begin, plan.stages[s].layers.end - 1,
+        static_cast<long long>(t.steps), t.compute_us / 1000.0,
+        t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0, Percentiles(t.hop_us).c_str(),
+        t.local_link_hops > 0 ? absl::StrCat(" (", t.local_link_hops, " by local link)").c_str()
+                              : "");
     if (plan.stages[s].assignments.size() > 1 && t.steps > 0) {
       std::fprintf(
           stderr,
@@ -303,6 +306,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
           "--threads",   Nth(flags.worker_threads, i),
           "--log-level", std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
       args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i), "--poll", flags.poll});
+      if (flags.no_local_link) args.push_back("--no-local-link");
       if (!flags.access.key_dir.empty()) {
         // Same origin: local workers share the coordinator's keys, which it lists itself.
         args.insert(args.end(), {"--key", flags.access.key_dir, "--server-key",
@@ -390,6 +394,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "around their predicted arrival, block, or auto (the default: spin when the "
                   "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
+  cmd->add_flag("--no-local-link", flags->no_local_link,
+                "Local workers pass activations by socket only (by default, through shared "
+                "memory: proto/local_link.h)");
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

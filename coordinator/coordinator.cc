@@ -185,6 +185,7 @@ void Coordinator::Register(const std::string& sender, const wire::Hello& hello,
   info.budget.scope = admitted.scope;
   info.curve_key = admitted.curve_key;
   info.data_endpoint = hello.data_endpoint();
+  info.local_endpoint = hello.local_endpoint();
   info.reduce_endpoint = hello.reduce_endpoint();
   info.expert_endpoint = hello.expert_endpoint();
   info.simd_level = hello.capabilities().simd_level();
@@ -362,6 +363,7 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
       st.hop_us.Add(t.wait_us());
+      st.local_link_hops += t.local_link() ? 1 : 0;
       if (pending.n_tokens == 1) {
         st.decode_steps++;
         st.decode_compute_us += t.compute_us();
@@ -593,6 +595,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         const std::vector<std::string>& next = stage_members_[stage + 1];
         for (size_t j = rank; j < next.size(); j += members.size()) {
           assign->add_next_endpoints(workers_.at(next[j]).data_endpoint);
+          assign->add_next_local_endpoints(workers_.at(next[j]).local_endpoint);
           if (access_) assign->add_next_curve_keys(CurveKeyOf(next[j]));
         }
       }

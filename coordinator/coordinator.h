@@ -74,6 +74,7 @@ struct CoordinatorOptions {
 struct WorkerInfo {
   WorkerBudget budget;
   std::string data_endpoint;
+  std::string local_endpoint;   // its same-host link for activations (proto/local_link.h), or ""
   std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
   std::string expert_endpoint;  // expert plans: where expert requests arrive
   // With CURVE: the transport key it connected with, which its peers must know (Assign).
@@ -92,9 +93,10 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
-  int64_t sync_us = 0;     // tensor parallelism: part of compute_us spent adding partial sums
-  int64_t sync_bytes = 0;  // partial-sum bytes one member sent
-  LatencyWindow hop_us;    // latency of the hop into this stage, one sample per step
+  int64_t sync_us = 0;          // tensor parallelism: part of compute_us spent adding partial sums
+  int64_t sync_bytes = 0;       // partial-sum bytes one member sent
+  LatencyWindow hop_us;         // latency of the hop into this stage, one sample per step
+  int64_t local_link_hops = 0;  // of those, hops through shared memory (proto/local_link.h)
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
   int64_t decode_steps = 0;           // one-token steps, and their compute time (load balancing)
   int64_t decode_compute_us = 0;

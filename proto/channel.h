@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/envelope_arena.h"
+#include "proto/local_link.h"
 #include "proto/message_codec.h"
 #include "proto/shardrun.pb.h"
 #include "zmq.hpp"
@@ -68,6 +69,8 @@ class Channel {
   // The ZAP User-Id of the last message's connection (with CURVE, the peer's public key in
   // Z85); empty without authentication.
   const std::string& sender_user_id() const { return sender_user_id_; }
+  // Whether the last message came through the local link (not the socket).
+  bool last_from_link() const { return last_from_link_; }
   // Whether the last message came from a peer the filter heard only for its handshake.
   bool sender_handshake_only() const { return sender_access_ == PeerAccess::kHandshakeOnly; }
 
@@ -79,6 +82,21 @@ class Channel {
   // Installs the filter every received message passes before it is decoded (none: all are).
   void set_peer_filter(PeerFilter filter) { peer_filter_ = std::move(filter); }
 
+  // ---- The same-host fast path (proto/local_link.h) --------------------------------------
+  // Messages that arrive through `inbox` are received as if by the socket (only on a channel
+  // without a peer filter: a local link carries no transport identity to check).
+  void AttachInbox(std::unique_ptr<LocalInbox> inbox);
+  const LocalInbox* inbox() const { return inbox_.get(); }
+  // Sends through `outlet` whenever it can, by the socket otherwise.
+  void AttachOutlet(std::unique_ptr<LocalOutlet> outlet) { outlet_ = std::move(outlet); }
+  const LocalOutlet* outlet() const { return outlet_.get(); }
+  // For a caller that polls several channels: the socket, then the inbox's descriptors...
+  void AppendPollItems(std::vector<zmq::pollitem_t>* items);
+  // ...false when a message already waits in the inbox (then do not sleep in the poll)...
+  bool PrepareToSleep() { return inbox_ == nullptr || inbox_->PrepareToSleep(); }
+  // ...and after the poll, those items with their revents (serves the inbox).
+  void Polled(std::span<const zmq::pollitem_t> items);
+
   // Counts a message the caller received but could not use in its current state.
   void DropUnexpected(const std::string& why);
 
@@ -87,6 +105,8 @@ class Channel {
 
  private:
   bool ReceiveOne();
+  // Takes the next valid message from the inbox, if any.
+  bool ReceiveLocal();
   // Counts and logs (rate-limited) a message dropped for `why`.
   void LogDrop(const absl::Status& why);
 
@@ -103,8 +123,13 @@ class Channel {
   std::string sender_;
   std::string sender_user_id_;
   PeerAccess sender_access_ = PeerAccess::kFull;
+  bool last_from_link_ = false;
   PeerFilter peer_filter_;
   std::string pending_connect_;  // see ConnectOnFirstSend
+  std::unique_ptr<LocalInbox> inbox_;
+  std::unique_ptr<LocalOutlet> outlet_;
+  std::vector<Frame> send_frames_;       // an outgoing message's frames, reused
+  std::vector<zmq::pollitem_t> polled_;  // Receive's poll items, reused
   uint64_t drops_logged_ = 0;
 };
 

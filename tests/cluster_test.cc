@@ -102,6 +102,44 @@ INSTANTIATE_TEST_SUITE_P(Shards, LayerClusterTest,
                            return absl::StrCat(info.param.shards, "_shards_", info.index);
                          });
 
+// Workers on one host pass activations through shared memory (proto/local_link.h) unless told
+// not to; the tokens are the same either way.
+TEST(ClusterTest, LocalLinksCarryTheHopsBetweenStagesAndChangeNothing) {
+  const CommandResult want = SingleProcess();
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  for (const bool links : {true, false}) {
+    std::vector<std::string> args = {"--shards", "3", "--type", "layer", "--worker-mem", "64M"};
+    if (!links) args.push_back("--no-local-link");
+    for (const std::string& a : GenerationArgs()) args.push_back(a);
+    const CommandResult got = RunShardrun(args);
+    ASSERT_EQ(got.exit_code, 0) << got.err;
+    EXPECT_EQ(got.out, want.out);
+    EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
+              absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+    // Stage 0 hears from the coordinator by socket; stages 1 and 2 from their predecessor by
+    // link, all but the first activation or so (sent before the ring was handed over).
+    for (const int stage : {1, 2}) {
+      const std::string prefix = absl::StrCat("stage ", stage, " (");
+      const size_t at = got.err.find(prefix);
+      ASSERT_NE(at, std::string::npos) << got.err;
+      const std::string line = got.err.substr(at, got.err.find('\n', at) - at);
+      const size_t by = line.find(" by local link)");
+      if (!links) {
+        EXPECT_EQ(by, std::string::npos) << line;
+        continue;
+      }
+      ASSERT_NE(by, std::string::npos) << line;
+      const size_t open = line.rfind('(', by);
+      const int hops = std::stoi(line.substr(open + 1, by - open - 1));
+      EXPECT_GE(hops, 190) << line;  // of 200 and the prompt's steps
+    }
+    const size_t stage0 = got.err.find("stage 0 (");
+    ASSERT_NE(stage0, std::string::npos);
+    EXPECT_EQ(got.err.substr(stage0, got.err.find('\n', stage0) - stage0).find("local link"),
+              std::string::npos);
+  }
+}
+
 TEST(ClusterTest, MoeModelLayerShardsEqualSingleProcess) {
   const std::vector<std::string> common = {SharedPath("models/moe-mini-q8_0.gguf"),
                                            "--prompt-ids",

@@ -130,9 +130,10 @@ class WorkerLoop {
   absl::Time last_heard_ = absl::Now();
   absl::Time last_sent_ = absl::InfinitePast();
   int64_t recent_step_us_ = 0;
-  std::unique_ptr<HeartbeatThread> pulse_;  // while registered
-  wire::Envelope out_;                      // reused for every message sent
-  std::vector<uint8_t> encoded_;            // encoded hidden state, reused
+  std::unique_ptr<HeartbeatThread> pulse_;   // while registered
+  wire::Envelope out_;                       // reused for every message sent
+  std::vector<zmq::pollitem_t> poll_items_;  // the loop's, reused
+  std::vector<uint8_t> encoded_;             // encoded hidden state, reused
 };
 
 absl::Status WorkerLoop::SetupSecurity() {
@@ -224,6 +225,17 @@ absl::Status WorkerLoop::Setup() {
     }
     data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
+    if (options_.local_links && !security_->enabled()) {
+      // Same-host predecessors skip the socket (one wake per hop instead of three).
+      auto inbox = LocalInbox::Create();
+      if (inbox.ok()) {
+        data_in_.AttachInbox(*std::move(inbox));
+        spdlog::debug("worker {}: local link at {}", options_.id, data_in_.inbox()->address());
+      } else {
+        spdlog::warn("worker {}: no local link ({}); activations come by socket only", options_.id,
+                     std::string(inbox.status().message()));
+      }
+    }
     auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id, bind,
                                              loopback ? "" : host, *security_);
     if (!reduce.ok()) return reduce.status();
@@ -266,6 +278,7 @@ void WorkerLoop::SendHello() {
   caps->set_has_model_file(!options_.model_path.empty());
   if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
+  if (data_in_.inbox() != nullptr) hello->set_local_endpoint(data_in_.inbox()->address());
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
   hello_ = *hello;
@@ -461,6 +474,17 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     }
     // Not before the first activation: by then the next stage admits this worker's key.
     channel->ConnectOnFirstSend(endpoint);
+    const std::string local =
+        i < assign.next_local_endpoints_size() ? assign.next_local_endpoints(i) : "";
+    if (!local.empty() && options_.local_links && !security_->enabled()) {
+      // Made now, up by the first activation (the next stage's loop hands over the ring).
+      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
+      if (outlet.ok()) {
+        channel->AttachOutlet(*std::move(outlet));
+      } else {
+        spdlog::warn("worker {}: {}", options_.id, std::string(outlet.status().message()));
+      }
+    }
     next_.push_back(std::move(channel));
   }
   out_.Clear();
@@ -619,6 +643,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
     t->set_sync_us(sync.wait_us);
     t->set_sync_bytes(sync.bytes_sent);
     t->set_rank(assign.rank());
+    t->set_local_link(in.last_from_link());
     if (assign.expert_map_size() > 0) {
       experts_->TakeCallCounts(t->mutable_expert_calls());
     }
@@ -678,12 +703,17 @@ absl::Status WorkerLoop::Run() {
   absl::Time last_hello = absl::Now();
   last_heard_ = absl::Now();
   while (!done_ && !stop_->load()) {
-    zmq::pollitem_t items[] = {{control_.socket().handle(), 0, ZMQ_POLLIN, 0},
-                               {data_in_.socket().handle(), 0, ZMQ_POLLIN, 0},
-                               {experts_->socket().handle(), 0, ZMQ_POLLIN, 0}};
-    const std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
-    if (zmq::poll(items, 3, sleep) == 0 && sleep.count() == 0) std::this_thread::yield();
-    if (items[2].revents & ZMQ_POLLIN) {
+    // Control, expert requests, then the data socket and its local link's descriptors.
+    std::vector<zmq::pollitem_t>& items = poll_items_;
+    items.clear();
+    items.push_back({control_.socket().handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({experts_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    data_in_.AppendPollItems(&items);
+    std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
+    if (sleep.count() > 0 && !data_in_.PrepareToSleep()) sleep = std::chrono::milliseconds(0);
+    if (zmq::poll(items, sleep) == 0 && sleep.count() == 0) std::this_thread::yield();
+    data_in_.Polled(std::span(items).subspan(2));
+    if (items[1].revents & ZMQ_POLLIN) {
       experts_->ServeQueued();
       if (absl::Status failure = experts_->TakeDeviceFailure(); !failure.ok()) {
         return LeaveForDeviceFailure(failure);
@@ -692,7 +722,8 @@ absl::Status WorkerLoop::Run() {
     if (items[0].revents & ZMQ_POLLIN) {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }
-    if (items[1].revents & ZMQ_POLLIN) {
+    // Not only when the socket fired: a local link's message rings no bell for a spinning loop.
+    if ((items[2].revents & ZMQ_POLLIN) || data_in_.inbox() != nullptr) {
       while (!done_ && data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
           arrivals_.Arrived(NowMicros());
