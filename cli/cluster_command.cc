@@ -58,7 +58,7 @@ struct ClusterFlags {
   double worker_timeout_s = 2;
   bool no_rebalance = false;
   std::string poll = "auto";   // how the coordinator and local workers await messages
-  bool no_local_link = false;  // local workers pass activations by socket only
+  bool no_local_link = false;  // everything by socket, even on one host
   double coordinator_timeout_s = 10;
   std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
@@ -230,6 +230,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     }
   }
   options.poll = ResolvePollMode(*ParsePollMode(flags.poll), local_threads);
+  options.local_links = !flags.no_local_link;
   options.coordinator_timeout = absl::Seconds(flags.coordinator_timeout_s);
   options.access = flags.access;
   options.access.clock_skew = std::chrono::seconds(flags.clock_skew_s);
@@ -395,8 +396,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_flag("--no-local-link", flags->no_local_link,
-                "Local workers pass activations by socket only (by default, through shared "
-                "memory: proto/local_link.h)");
+                "Pass token ids, activations and logits by socket only, even between the "
+                "coordinator and workers on this host (by default they go through shared memory: "
+                "proto/local_link.h)");
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

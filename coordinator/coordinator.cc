@@ -58,6 +58,16 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
   }
+  if (options.local_links && !c->access_) {
+    // Logits from a last stage on this host skip the socket (proto/local_link.h).
+    auto inbox = LocalInbox::Create();
+    if (inbox.ok()) {
+      c->control_.AttachInbox(*std::move(inbox));
+    } else {
+      spdlog::warn("coordinator: no local link ({}); logits come by socket only",
+                   std::string(inbox.status().message()));
+    }
+  }
   spdlog::info("coordinator listening on {}{}", c->endpoint_,
                c->access_
                    ? absl::StrCat(" (CURVE, server key ", c->access_->keys().Public().Z85(), ")")
@@ -229,6 +239,16 @@ void Coordinator::Pump(absl::Duration timeout) {
   while (got) {
     const std::string& sender = control_.sender();
     const wire::Envelope& env = control_.envelope();
+    if (control_.last_from_link()) {
+      // A local link names no sender: it carries only the last stage's logits.
+      if (env.has_logits()) {
+        HandleLogits(env.logits(), control_.tensors()[0]);
+      } else {
+        control_.DropUnexpected("only logits come by the local link");
+      }
+      got = control_.ReceiveNow();
+      continue;
+    }
     if (sender.ends_with("#hb")) {
       // A worker's heartbeat thread (worker/heartbeat_thread.h): it beats while the worker's
       // loop is busy loading or computing.
@@ -278,21 +298,9 @@ void Coordinator::Pump(absl::Duration timeout) {
           control_.DropUnexpected("load progress for another plan");
         }
         break;
-      case wire::Envelope::kLogits: {
-        logits_arrivals_.Arrived(absl::ToUnixMicros(absl::Now()));
-        const wire::Logits& l = env.logits();
-        auto it = pending_.find(l.sequence_id());
-        if (it == pending_.end() || l.step() != it->second.step) {
-          control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
-                                               l.step(), " that nobody waits for"));
-          break;
-        }
-        if (AcceptLogits(it->second, l, control_.tensors()[0])) {
-          pending_.erase(it);
-          completed_.push_back(l.sequence_id());
-        }
+      case wire::Envelope::kLogits:
+        HandleLogits(env.logits(), control_.tensors()[0]);
         break;
-      }
       case wire::Envelope::kFetchWeights: {
         auto offered = offered_.find(sender);
         if (env.fetch_weights().plan_id() != plan_id_ || offered == offered_.end()) {
@@ -518,6 +526,14 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
       return absl::InvalidArgumentError("a stage needs 1 to 64 workers");
     }
   }
+  step_links_.clear();
+  for (const std::string& id : stage_members_[0]) {
+    std::unique_ptr<LocalOutlet>& link = step_links_.emplace_back();
+    const std::string& local = workers_.at(id).local_endpoint;
+    if (local.empty() || !options_.local_links || access_) continue;
+    absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
+    if (outlet.ok()) link = *std::move(outlet);
+  }
   for (int a : plan.stages.back().assignments) {
     const std::optional<TensorSplit>& split = plan.assignments[a].slice.split;
     logits_parts_.push_back(split ? split->vocab.begin : 0);
@@ -598,6 +614,8 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
           assign->add_next_local_endpoints(workers_.at(next[j]).local_endpoint);
           if (access_) assign->add_next_curve_keys(CurveKeyOf(next[j]));
         }
+      } else if (control_.inbox() != nullptr) {
+        assign->set_coordinator_local_endpoint(control_.inbox()->address());
       }
     }
     if (auto keys = inbound.find(id); keys != inbound.end()) {
@@ -717,6 +735,20 @@ absl::Status Coordinator::Submit(uint64_t sequence_id, int pos0, std::span<const
   return absl::OkStatus();
 }
 
+void Coordinator::HandleLogits(const wire::Logits& l, std::span<const uint8_t> frame) {
+  logits_arrivals_.Arrived(absl::ToUnixMicros(absl::Now()));
+  auto it = pending_.find(l.sequence_id());
+  if (it == pending_.end() || l.step() != it->second.step) {
+    control_.DropUnexpected(absl::StrCat("logits for sequence ", l.sequence_id(), " step ",
+                                         l.step(), " that nobody waits for"));
+    return;
+  }
+  if (AcceptLogits(it->second, l, frame)) {
+    pending_.erase(it);
+    completed_.push_back(l.sequence_id());
+  }
+}
+
 void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
   const std::vector<int32_t>& history = history_[sequence_id];
   // Per token: on the arena, so that building the message allocates nothing.
@@ -731,7 +763,12 @@ void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
   a->mutable_tokens()->Add(history.begin() + step.pos0,
                            history.begin() + step.pos0 + step.n_tokens);
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
-  for (const std::string& id : stage_members_[0]) Send(id, envelope);
+  const std::vector<std::string>& first = stage_members_[0];
+  for (size_t i = 0; i < first.size(); ++i) {
+    LocalOutlet* link = i < step_links_.size() ? step_links_[i].get() : nullptr;
+    if (link != nullptr && SendByLink(*link, envelope, {}, &link_header_, &link_frames_)) continue;
+    Send(first[i], envelope);
+  }
 }
 
 absl::StatusOr<uint64_t> Coordinator::WaitAny() {

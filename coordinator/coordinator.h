@@ -31,6 +31,7 @@
 #include "proto/arrival_spin.h"
 #include "proto/channel.h"
 #include "proto/envelope_arena.h"
+#include "proto/local_link.h"
 #include "proto/shardrun.pb.h"
 
 namespace shardrun {
@@ -50,6 +51,9 @@ struct CoordinatorOptions {
   absl::Duration coordinator_timeout = absl::Seconds(10);
   // How the coordinator awaits logits (proto/arrival_spin.h); resolve kAuto before.
   PollMode poll = PollMode::kBlock;
+  // Pass token ids to the first stage and take logits from the last through shared memory
+  // when they run on this host (proto/local_link.h); never with access control.
+  bool local_links = true;
   // Registered workers kept out of the plan to replace a dead one at once.
   int spares = 0;
   // Recovery: how long to wait for a worker able to hold a lost shard before giving up on the
@@ -238,6 +242,12 @@ class Coordinator {
   void SetPlan(const ShardPlan& plan);
   // Sends the activation of a step: tokens [pos0, pos0 + n) of the sequence's history.
   void SendStep(uint64_t sequence_id, const PendingStep& step);
+  // Files the logits of a step (any part of them) that arrived by socket or local link.
+  void HandleLogits(const wire::Logits& logits, std::span<const uint8_t> frame);
+  // Local links to the first stage's members (in stage_members_[0] order; null: by socket).
+  std::vector<std::unique_ptr<LocalOutlet>> step_links_;
+  std::string link_header_;         // a step's encoded envelope, reused
+  std::vector<Frame> link_frames_;  // and its frames
   // By sequence. A flat hash map: a step's entry comes and goes without allocating.
   absl::flat_hash_map<uint64_t, PendingStep> pending_;
   std::deque<uint64_t> completed_;

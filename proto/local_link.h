@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/message_codec.h"
+#include "proto/shardrun.pb.h"
 #include "zmq.hpp"
 
 namespace shardrun {
@@ -117,6 +118,12 @@ class LocalOutlet {
   size_t mapped_bytes_ = 0;
   std::string address_;
 };
+
+// Encodes `envelope` (into `header`, reused) and sends it with `tensors` through `outlet`;
+// false when the link cannot take it now (the caller sends by socket).
+bool SendByLink(LocalOutlet& outlet, const wire::Envelope& envelope,
+                std::span<const std::span<const uint8_t>> tensors, std::string* header,
+                std::vector<Frame>* frames);
 
 }  // namespace shardrun
 

@@ -105,6 +105,10 @@ class WorkerLoop {
   std::unique_ptr<HandshakeMonitor> handshakes_;  // of control_
   Channel data_in_;
   std::vector<std::unique_ptr<Channel>> next_;  // the next stage's members this worker feeds
+  // The last stage on the coordinator's host: logits go through shared memory.
+  std::unique_ptr<LocalOutlet> coordinator_link_;
+  std::string link_header_;                     // logits' encoded envelope, reused
+  std::vector<Frame> link_frames_;              // and its frames
   std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
   std::unique_ptr<ExpertClient> experts_;       // expert plans: experts on other workers
   std::string data_endpoint_;
@@ -487,6 +491,13 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     }
     next_.push_back(std::move(channel));
   }
+  coordinator_link_.reset();
+  if (shard_->slice().head && !assign.coordinator_local_endpoint().empty() &&
+      options_.local_links && !security_->enabled()) {
+    absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet =
+        LocalOutlet::Connect(assign.coordinator_local_endpoint());
+    if (outlet.ok()) coordinator_link_ = *std::move(outlet);
+  }
   out_.Clear();
   out_.set_protocol_version(wire::PROTOCOL_VERSION);
   out_.mutable_load_progress()->set_plan_id(assign.plan_id());
@@ -669,7 +680,13 @@ void WorkerLoop::HandleActivation(Channel& in) {
     logits->set_sent_at_us(NowMicros());
     const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
                                          result.size_bytes());
-    for (int i = 0; i < copies; ++i) SendToCoordinator(out, {&bytes, 1});
+    for (int i = 0; i < copies; ++i) {
+      if (coordinator_link_ != nullptr &&
+          SendByLink(*coordinator_link_, out, {&bytes, 1}, &link_header_, &link_frames_)) {
+        continue;
+      }
+      SendToCoordinator(out, {&bytes, 1});
+    }
     return;
   }
   wire::Activation* next = out.mutable_activation();
