@@ -3,15 +3,17 @@
 
     python3 bench/plot_shards.py RESULTS.tsv OUT.svg [--title TEXT]
 
-One line per polling mode (block, spin) and the single-process rate as a dashed level, with
-the 0.95x target dotted under it. Standard library only.
+One line per polling mode and path (block/spin x local link/socket) and the single-process rate
+as a dashed level, with the 0.95x target dotted under it. Standard library only.
 """
 
 import argparse
 import csv
 import html
 
-COLOURS = {"block": "#1f77b4", "spin": "#d62728"}
+# poll+path -> (colour, dash): solid lines through local links, dashed by socket only.
+STYLES = {"block+link": ("#1f77b4", ""), "spin+link": ("#d62728", ""),
+          "block+socket": ("#1f77b4", "5,3"), "spin+socket": ("#d62728", "5,3")}
 W, H = 480, 300
 LEFT, RIGHT, TOP, BOTTOM = 60, 110, 40, 45
 
@@ -60,17 +62,23 @@ def main():
         svg.append(f'<line x1="{x0}" y1="{y(level)}" x2="{x1}" y2="{y(level)}" stroke="black" '
                    f'stroke-dasharray="{dash}"/>')
         svg.append(f'<text x="{x1 + 4}" y="{y(level) + 4}">{label}</text>')
-    for poll, colour in COLOURS.items():
-        points = sorted((int(r["shards"]), float(r["decode"])) for r in rows if r["poll"] == poll)
+    legend = 0
+    for key, (colour, dash) in STYLES.items():
+        points = sorted((int(r["shards"]), float(r["decode"])) for r in rows if r["poll"] == key)
         if not points:
             continue
         path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
-        svg.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        svg.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2" '
+                   f'stroke-dasharray="{dash}"/>')
         for s, v in points:
             svg.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"/>')
-        s, v = points[-1]
-        svg.append(f'<text x="{x1 + 4}" y="{y(v) + 14 if poll == "block" else y(v) - 6}" '
-                   f'fill="{colour}">--poll {poll}</text>')
+        poll, path_kind = key.split("+")
+        ly = y0 - 62 + 14 * legend  # bottom left: the rates sit near the top
+        legend += 1
+        svg.append(f'<line x1="{x0 + 10}" y1="{ly}" x2="{x0 + 34}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="2" stroke-dasharray="{dash}"/>')
+        svg.append(f'<text x="{x0 + 40}" y="{ly + 4}">--poll {poll}, '
+                   f'{"local link" if path_kind == "link" else "socket only"}</text>')
     svg.append("</svg>")
     with open(args.out, "w") as f:
         f.write("\n".join(svg) + "\n")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Single process vs layer shards on one host: decode tokens/s by shard count and polling mode,
+# Single process vs layer shards on one host: decode tokens/s by shard count, polling mode and
+# path (local link: shared memory, proto/local_link.h; socket: --no-local-link, ZeroMQ only),
 # the transport share of a step and the hop latency, as a markdown table; the medians also go to
 # bench/shard_results.tsv and bench/speed_vs_shards.svg (bench/plot_shards.py).
-#   bash bench/shard_bench.sh [MODEL]        (env: N tokens = 64, ROUNDS = 3, MAX_SHARDS = 4)
+#   bash bench/shard_bench.sh [MODEL]
+#   env: N tokens = 64, ROUNDS = 3, MAX_SHARDS = 4, POLLS = "block spin", PATHS = "link socket"
 # MODEL defaults to a TinyLlama-shaped Q4_0 file written by `shardrun synth` under build/bench.
-# Runs alternate (single, 1..MAX_SHARDS shards x block/spin) so that drift hits all alike.
+# Runs alternate (single, 1..MAX_SHARDS shards x polls x paths) so that drift hits all alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/cli/shardrun
@@ -12,6 +14,8 @@ model=${1:-build/bench/tinyllama-q4_0.gguf}
 n=${N:-64}
 rounds=${ROUNDS:-3}
 max_shards=${MAX_SHARDS:-4}
+polls=${POLLS:-block spin}
+paths=${PATHS:-link socket}
 if [ ! -f "$model" ]; then
   mkdir -p "$(dirname "$model")"
   "$bin" synth "$model" --preset tinyllama --type q4_0 --log-level warn
@@ -27,9 +31,11 @@ for round in $(seq 1 "$rounds"); do
   "$bin" generate "${common[@]}" -t 1 2>"$err" >/dev/null
   printf 'single\t1\t-\t%s\t-\t-\t-\n' "$(rate decode)" >>"$raw"
   for shards in $(seq 1 "$max_shards"); do
-    for poll in block spin; do
+    for poll in $polls; do for path in $paths; do
+      flags=()
+      if [ "$path" = socket ]; then flags=(--no-local-link); fi
       "$bin" --shards "$shards" --type layer --worker-threads 1 --worker-mem 2G --poll "$poll" \
-        "${common[@]}" 2>"$err" >/dev/null
+        "${flags[@]}" "${common[@]}" 2>"$err" >/dev/null
       transport=$(grep '^decode step:' "$err" | sed -E 's/.*compute \+ ([0-9.]+) us transport.*/\1/')
       # The median over stages of each stage's p50 / p99 hop in; the hop back to the coordinator.
       hop50=$(grep -E '^stage [0-9]+ ' "$err" | sed -E 's/.*hop in: p50 ([0-9]+) us.*/\1/' | sort -n |
@@ -37,9 +43,9 @@ for round in $(seq 1 "$rounds"); do
       hop99=$(grep -E '^stage [0-9]+ ' "$err" | sed -E 's/.*p99 ([0-9]+) us.*/\1/' | sort -n |
         awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
       back=$(grep '^hop back' "$err" | sed -E 's/.*p50 ([0-9]+) us.*/\1/')
-      printf 'shards\t%s\t%s\t%s\t%s\t%s/%s\t%s\n' "$shards" "$poll" "$(rate decode)" "$transport" \
-        "$hop50" "$hop99" "$back" >>"$raw"
-    done
+      printf 'shards\t%s\t%s\t%s\t%s\t%s/%s\t%s\n' "$shards" "$poll+$path" "$(rate decode)" \
+        "$transport" "$hop50" "$hop99" "$back" >>"$raw"
+    done; done
   done
 done
 
@@ -53,7 +59,7 @@ for line in open(raw):
     rows.setdefault((kind, int(shards), poll), []).append((float(decode), transport, hops, back))
 single = statistics.median(r[0] for r in rows[("single", 1, "-")])
 print(f"command: bash bench/shard_bench.sh {model} (N={n}, ROUNDS={rounds}; medians)\n")
-print("| run | poll | decode tok/s | vs single 1 x 1 | transport + waiting per token | "
+print("| run | poll + path | decode tok/s | vs single 1 x 1 | transport + waiting per token | "
       "stage hop in p50/p99 (median stage) | hop back p50 |")
 print("|---|---|---|---|---|---|---|")
 print(f"| single process 1 x 1 | - | {single:.2f} | 1.00x | - | - | - |")

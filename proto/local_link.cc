@@ -380,6 +380,14 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     Fail("the receiver closed the link");
     return false;
   }
+  // A receiver killed outright sets no flag, but its end of the connection closes: then the
+  // caller's socket says at once that the peer is gone (a ring would swallow the message).
+  char probe;
+  const ssize_t peeked = recv(fd_, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
+  if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    Fail("the receiver is gone");
+    return false;
+  }
   const uint64_t capacity = ring_->capacity;
   if (frames.empty() || frames.size() > kMaxFrames) return false;
   size_t need = RecordHeaderBytes(frames.size());

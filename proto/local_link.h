@@ -100,8 +100,9 @@ class LocalOutlet {
   LocalOutlet& operator=(const LocalOutlet&) = delete;
 
   // Writes the frames into the ring and rings the doorbell if the receiver sleeps. False when
-  // the link is not (or no longer) up, the message is larger than half the ring, or the ring
-  // has no room now: the caller sends it by its socket instead.
+  // the link is not (or no longer) up (the receiver closed it or its process is gone), the
+  // message is larger than half the ring, or the ring has no room now: the caller sends it by
+  // its socket instead.
   bool TrySend(std::span<const Frame> frames);
 
   // Whether the ring has arrived (and the link not failed since).

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -169,6 +170,40 @@ TEST(LocalLinkTest, WithoutAReceiverTheOutletStepsAside) {
   inbox->reset();
   EXPECT_FALSE(outlet->TrySend({&frame, 1}));
   EXPECT_FALSE(outlet->up());
+}
+
+// A receiver killed outright (no destructor runs): the next message goes by socket, so that
+// the sender's socket can report the peer gone instead of the ring swallowing it.
+TEST(LocalLinkTest, AReceiverKilledOutrightMakesTheOutletStepAside) {
+  int to_parent[2], to_child[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  ASSERT_EQ(pipe(to_child), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    auto inbox = LocalInbox::Create();
+    if (!inbox.ok()) _exit(1);
+    const std::string address = (*inbox)->address();
+    if (write(to_parent[1], address.data(), address.size()) < 0) _exit(1);
+    while ((*inbox)->senders() == 0) Serve(**inbox);
+    char go;
+    if (read(to_child[0], &go, 1) != 1) _exit(1);
+    _exit(0);  // like SIGKILL: the inbox is never destroyed
+  }
+  char buffer[128] = {};
+  ASSERT_GT(read(to_parent[0], buffer, sizeof(buffer) - 1), 0);
+  auto outlet = LocalOutlet::Connect(buffer);
+  ASSERT_TRUE(outlet.ok());
+  const uint8_t byte = 1;
+  const Frame frame{&byte, 1};
+  bool sent = false;
+  for (int i = 0; i < 100000 && !sent; ++i) sent = (*outlet)->TrySend({&frame, 1});
+  ASSERT_TRUE(sent);
+  ASSERT_EQ(write(to_child[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_FALSE((*outlet)->TrySend({&frame, 1}));
+  EXPECT_FALSE((*outlet)->up());
+  for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);
 }
 
 // A hostile sender of the same user: takes the ring by hand and writes garbage records. The
