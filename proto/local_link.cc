@@ -154,6 +154,9 @@ void LocalInbox::Accept() {
     link->mapped = bytes;
     link->ring->magic = LocalRing::kMagic;
     link->ring->capacity = ring_bytes_;
+    // Until our loop first polls with this link listed, it may sleep without having asked for
+    // the doorbell: the sender rings for its first messages.
+    link->ring->receiver_sleeping.store(1, std::memory_order_relaxed);
     // The ring's descriptor travels beside one byte of payload.
     char byte = 'R';
     iovec payload{&byte, 1};
@@ -364,8 +367,12 @@ void LocalOutlet::TakeRing() {
     return;
   }
   ring_ = static_cast<LocalRing*>(memory);
-  if (ring_->magic != LocalRing::kMagic ||
-      ring_->capacity != mapped_bytes_ - LocalRing::kDataOffset || ring_->capacity % kAlign != 0) {
+  // Kept on our side: the sizes and positions that bound our writes are never re-read from
+  // memory the other process can change.
+  capacity_ = ring_->capacity;
+  head_ = ring_->head.load(std::memory_order_relaxed);
+  if (ring_->magic != LocalRing::kMagic || capacity_ != mapped_bytes_ - LocalRing::kDataOffset ||
+      capacity_ % kAlign != 0 || head_ != 0) {
     Fail("the ring's header is not a local link's");
   }
 }
@@ -388,7 +395,7 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     Fail("the receiver is gone");
     return false;
   }
-  const uint64_t capacity = ring_->capacity;
+  const uint64_t capacity = capacity_;
   if (frames.empty() || frames.size() > kMaxFrames) return false;
   size_t need = RecordHeaderBytes(frames.size());
   for (const Frame& f : frames) {
@@ -396,11 +403,11 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     need += Align(f.size);
   }
   if (need > capacity / 2) return false;
-  uint64_t head = ring_->head.load(std::memory_order_relaxed);  // only we write it
+  uint64_t head = head_;
   const uint64_t tail = ring_->tail.load(std::memory_order_acquire);
   const size_t offset = static_cast<size_t>(head % capacity);
   const size_t skip = capacity - offset < need ? capacity - offset : 0;
-  if (head + skip + need - tail > capacity) return false;  // no room now
+  if (tail > head || head + skip + need - tail > capacity) return false;  // no room now
   uint8_t* data = ring_->data();
   if (skip > 0) {
     const uint32_t marker[2] = {static_cast<uint32_t>(skip), kSkip};
@@ -417,7 +424,8 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     if (size > 0) std::memcpy(record + at, frames[f].data, frames[f].size);
     at += Align(frames[f].size);
   }
-  ring_->head.store(head + need, std::memory_order_release);
+  head_ = head + need;
+  ring_->head.store(head_, std::memory_order_release);
   // Pairs with the receiver's fence in PrepareToSleep.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (ring_->receiver_sleeping.load(std::memory_order_relaxed) != 0) {

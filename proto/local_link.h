@@ -117,6 +117,8 @@ class LocalOutlet {
   int fd_ = -1;
   LocalRing* ring_ = nullptr;
   size_t mapped_bytes_ = 0;
+  uint64_t capacity_ = 0;  // of the ring's data, as it was handed over
+  uint64_t head_ = 0;      // bytes written (only we write the ring's copy)
   std::string address_;
 };
 
