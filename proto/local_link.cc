@@ -71,6 +71,24 @@ absl::StatusOr<sockaddr_un> AbstractAddress(const std::string& address, socklen_
 
 std::string Errno(const char* what) { return absl::StrCat(what, ": ", std::strerror(errno)); }
 
+// How a ring's descriptor travels: one byte of payload with room beside it for one file
+// descriptor (SCM_RIGHTS).
+struct RingHandover {
+  char byte = 'R';
+  iovec payload{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+
+  RingHandover() {
+    message.msg_iov = &payload;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof(control);
+  }
+  RingHandover(const RingHandover&) = delete;
+  RingHandover& operator=(const RingHandover&) = delete;
+};
+
 }  // namespace
 
 // ---- Receiver ---------------------------------------------------------------------------
@@ -157,21 +175,13 @@ void LocalInbox::Accept() {
     // Until our loop first polls with this link listed, it may sleep without having asked for
     // the doorbell: the sender rings for its first messages.
     link->ring->receiver_sleeping.store(1, std::memory_order_relaxed);
-    // The ring's descriptor travels beside one byte of payload.
-    char byte = 'R';
-    iovec payload{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr message{};
-    message.msg_iov = &payload;
-    message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof(control);
-    cmsghdr* header = CMSG_FIRSTHDR(&message);
+    RingHandover handover;
+    cmsghdr* header = CMSG_FIRSTHDR(&handover.message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
     header->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(header), &memfd, sizeof(int));
-    const bool sent = sendmsg(fd, &message, MSG_NOSIGNAL) == 1;
+    const bool sent = sendmsg(fd, &handover.message, MSG_NOSIGNAL) == 1;
     close(memfd);
     if (!sent) {
       spdlog::warn("local link {}: cannot hand sender pid {} its ring: {}", address_, peer.pid,
@@ -336,17 +346,10 @@ void LocalOutlet::Fail(const std::string& why) {
 }
 
 void LocalOutlet::TakeRing() {
-  char byte = 0;
-  iovec payload{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &payload;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  const ssize_t n = recvmsg(fd_, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  RingHandover handover;
+  const ssize_t n = recvmsg(fd_, &handover.message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;  // not yet
-  const cmsghdr* header = n == 1 ? CMSG_FIRSTHDR(&message) : nullptr;
+  const cmsghdr* header = n == 1 ? CMSG_FIRSTHDR(&handover.message) : nullptr;
   if (header == nullptr || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
       header->cmsg_len != CMSG_LEN(sizeof(int))) {
     Fail(n < 0 ? Errno("recvmsg") : "the inbox sent no ring");
