@@ -116,9 +116,12 @@ void PrintStageTimes(const Coordinator& c) {
       std::fprintf(
           stderr,
           "  tensor-parallel group of %zu (%s): %.1f us/step adding partial sums, %.0f "
-          "bytes/step sent by rank 0\n",
+          "bytes/step sent by rank 0%s\n",
           plan.stages[s].assignments.size(), std::string(ReductionPathName(plan.reduction)).c_str(),
-          static_cast<double>(t.sync_us) / t.steps, static_cast<double>(t.sync_bytes) / t.steps);
+          static_cast<double>(t.sync_us) / t.steps, static_cast<double>(t.sync_bytes) / t.steps,
+          t.sync_by_link > 0
+              ? absl::StrCat(", ", t.sync_by_link, " partial sums taken by local link").c_str()
+              : "");
     }
   }
   if (plan.kind == PartitionKind::kExpert) {

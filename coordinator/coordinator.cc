@@ -197,6 +197,7 @@ void Coordinator::Register(const std::string& sender, const wire::Hello& hello,
   info.data_endpoint = hello.data_endpoint();
   info.local_endpoint = hello.local_endpoint();
   info.reduce_endpoint = hello.reduce_endpoint();
+  info.local_reduce_endpoint = hello.local_reduce_endpoint();
   info.expert_endpoint = hello.expert_endpoint();
   info.simd_level = hello.capabilities().simd_level();
   info.pid = hello.capabilities().pid();
@@ -370,6 +371,7 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.compute_us += t.compute_us();
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
+      st.sync_by_link += t.sync_by_link();
       st.hop_us.Add(t.wait_us());
       st.local_link_hops += t.local_link() ? 1 : 0;
       if (pending.n_tokens == 1) {
@@ -599,6 +601,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         assign->set_rank(static_cast<int32_t>(rank));
         for (const std::string& member : members) {
           assign->add_group_endpoints(workers_.at(member).reduce_endpoint);
+          assign->add_group_local_endpoints(workers_.at(member).local_reduce_endpoint);
           if (access_) assign->add_group_curve_keys(CurveKeyOf(member));
         }
         assign->set_reduction(plan.reduction == ReductionPath::kGatherBroadcast

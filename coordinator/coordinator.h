@@ -80,7 +80,8 @@ struct WorkerInfo {
   std::string data_endpoint;
   std::string local_endpoint;   // its same-host link for activations (proto/local_link.h), or ""
   std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
-  std::string expert_endpoint;  // expert plans: where expert requests arrive
+  std::string local_reduce_endpoint;  // and its same-host link for them, or ""
+  std::string expert_endpoint;        // expert plans: where expert requests arrive
   // With CURVE: the transport key it connected with, which its peers must know (Assign).
   std::optional<auth::CurveKeyBytes> curve_key;
   std::string simd_level;
@@ -99,6 +100,7 @@ struct StageTimes {
   int64_t compute_us = 0;
   int64_t sync_us = 0;          // tensor parallelism: part of compute_us spent adding partial sums
   int64_t sync_bytes = 0;       // partial-sum bytes one member sent
+  int64_t sync_by_link = 0;     // partial sums rank 0 took through a local link
   LatencyWindow hop_us;         // latency of the hop into this stage, one sample per step
   int64_t local_link_hops = 0;  // of those, hops through shared memory (proto/local_link.h)
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker

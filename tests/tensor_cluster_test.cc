@@ -2,6 +2,7 @@
 // and FFN columns over a group of workers that add their partial sums over ZeroMQ. Greedy
 // tokens and text equal the single-process run (the logits themselves are compared in
 // tensor_split_test, where both sides are at hand).
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -66,6 +67,10 @@ TEST_P(TensorClusterTest, EqualsSingleProcess) {
   // The plan split the layers, the group reported its reductions, and nobody outlived the run.
   EXPECT_NE(got.err.find("tensor plan"), std::string::npos) << got.err;
   EXPECT_NE(got.err.find("tensor-parallel group of"), std::string::npos) << got.err;
+  // On one host the partial sums go through shared memory, unless told not to.
+  const bool links = std::find(c.flags.begin(), c.flags.end(), "--no-local-link") == c.flags.end();
+  EXPECT_EQ(got.err.find("partial sums taken by local link") != std::string::npos, links)
+      << got.err;
   const std::vector<int> pids = RegisteredWorkerPids(got.err);
   ASSERT_EQ(pids.size(), static_cast<size_t>(c.workers)) << got.err;
   EXPECT_EQ(std::set<int>(pids.begin(), pids.end()).size(), pids.size());
@@ -85,7 +90,13 @@ INSTANTIATE_TEST_SUITE_P(
             {"--shards", "3", "--reduction", "gather-broadcast", "--worker-threads", "2,1,1"},
             3},
         // Q8_0 matrices: KV heads go in pairs (two heads are one block of attn_output).
-        TensorCase{"stories260K-q8_0.gguf", {"--shards", "3", "--worker-threads", "1,2,1"}, 3}),
+        TensorCase{"stories260K-q8_0.gguf", {"--shards", "3", "--worker-threads", "1,2,1"}, 3},
+        // Everything by socket (proto/local_link.h off), both reduction paths.
+        TensorCase{"stories260K.bin", {"--shards", "3", "--no-local-link"}, 3},
+        TensorCase{
+            "stories260K.bin",
+            {"--shards", "4", "--tp", "2", "--reduction", "gather-broadcast", "--no-local-link"},
+            4}),
     [](const auto& info) { return absl::StrCat("case_", info.index); });
 
 TEST(TensorClusterErrorsTest, UnsupportedCombinationsAreClearErrors) {

@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -201,18 +203,45 @@ bool WaitForFileCondition(const std::string& path, int timeout_ms,
   return held;
 }
 
-int FreePort() {
+namespace {
+
+// Binds a loopback TCP socket to `port` (0: any) and returns the port it got, or 0.
+int TryBind(int port) {
   const int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  int got = 0;
+  if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+    got = ntohs(addr.sin_port);
+  }
   close(s);
-  return port;
+  return got;
+}
+
+}  // namespace
+
+int FreePort() {
+  // The port is free now but bound later by the process under test. Taken from below the
+  // kernel's ephemeral range, it cannot be handed meanwhile to a socket that binds port 0 (every
+  // worker socket, the tests running beside this one): only another FreePort could take it.
+  int ephemeral_low = 32768;
+  if (std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &ephemeral_low) != 1) ephemeral_low = 32768;
+    std::fclose(f);
+  }
+  constexpr int kLowest = 10000;
+  if (ephemeral_low > kLowest + 1000) {
+    std::random_device random;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int port = kLowest + static_cast<int>(random() % (ephemeral_low - kLowest));
+      if (TryBind(port) == port) return port;
+    }
+  }
+  return TryBind(0);
 }
 
 std::string MakeTempDir() {

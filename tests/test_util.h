@@ -59,7 +59,7 @@ bool WaitForExit(int pid, int timeout_ms);
 // `timeout_ms`; true if it held.
 bool WaitForFileCondition(const std::string& path, int timeout_ms,
                           const std::function<bool()>& predicate);
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range where it can.
 int FreePort();
 
 // A fresh directory under the test's temporary directory, removed by the caller if wanted.

@@ -19,9 +19,19 @@ PartialSumExchange::PartialSumExchange(zmq::context_t& context, const std::strin
 
 absl::StatusOr<std::unique_ptr<PartialSumExchange>> PartialSumExchange::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host, const PeerSecurity& security) {
+    const std::string& advertise_host, const PeerSecurity& security, bool local_links) {
   std::unique_ptr<PartialSumExchange> x(new PartialSumExchange(context, name, security));
   if (absl::Status s = security.SecureServer(x->in_); !s.ok()) return s;
+  x->local_links_ = local_links && !security.enabled();
+  if (x->local_links_) {
+    absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
+    if (inbox.ok()) {
+      x->in_.AttachInbox(*std::move(inbox));
+    } else {
+      spdlog::warn("{}: no local link for partial sums ({})", name,
+                   std::string(inbox.status().message()));
+    }
+  }
   try {
     x->in_.socket().bind(bind);
     std::string bound = x->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -80,6 +90,12 @@ absl::Status PartialSumExchange::Configure(const wire::Assign& assign, int dim,
     }
     // Not before the first reduction: by then rank r admits this worker's key.
     channel->ConnectOnFirstSend(assign.group_endpoints(r));
+    const std::string local =
+        r < assign.group_local_endpoints_size() ? assign.group_local_endpoints(r) : "";
+    if (local_links_ && !local.empty()) {
+      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
+      if (outlet.ok()) channel->AttachOutlet(*std::move(outlet));
+    }
     out_[r] = std::move(channel);
   }
   return absl::OkStatus();
@@ -157,6 +173,7 @@ absl::Status PartialSumExchange::Collect(const std::vector<int>& needed, Reducti
     std::memcpy(Slot(p.rank(), p.round()).data(), frame.data(), frame.size());
     filled_[p.rank()][p.round() % 2] = p.round();
     filled_bytes_[p.rank()][p.round() % 2] = frame.size();
+    stats_.received_by_link += in_.last_from_link() ? 1 : 0;
   }
   for (int r : needed) {
     if (filled_bytes_[r][round_ % 2] != bytes) {

@@ -240,8 +240,9 @@ absl::Status WorkerLoop::Setup() {
                      std::string(inbox.status().message()));
       }
     }
-    auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id, bind,
-                                             loopback ? "" : host, *security_);
+    auto reduce =
+        PartialSumExchange::Create(context_, "worker " + options_.id, bind, loopback ? "" : host,
+                                   *security_, options_.local_links);
     if (!reduce.ok()) return reduce.status();
     reduce_ = *std::move(reduce);
     auto experts = ExpertClient::Create(context_, "worker " + options_.id, bind,
@@ -283,6 +284,7 @@ void WorkerLoop::SendHello() {
   if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
   if (data_in_.inbox() != nullptr) hello->set_local_endpoint(data_in_.inbox()->address());
+  hello->set_local_reduce_endpoint(reduce_->local_endpoint());
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
   hello_ = *hello;
@@ -653,6 +655,7 @@ void WorkerLoop::HandleActivation(Channel& in) {
     t->set_wait_us(t0 - a.sent_at_us());  // the hop into this stage (same-host clocks)
     t->set_sync_us(sync.wait_us);
     t->set_sync_bytes(sync.bytes_sent);
+    t->set_sync_by_link(sync.received_by_link);
     t->set_rank(assign.rank());
     t->set_local_link(in.last_from_link());
     if (assign.expert_map_size() > 0) {
