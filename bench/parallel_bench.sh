@@ -5,6 +5,8 @@
 #   partial-sum bytes each member sends per token, for both reduction paths;
 # - a synthetic MoE model: --type expert over 2 and 4 workers, with the share of the expert
 #   calls each worker served.
+# Tensor runs go through local links (shared memory, the default) and by socket only
+# (--no-local-link), alternating.
 #   bash bench/parallel_bench.sh            (N=64 tokens; models written under build/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +31,16 @@ common=("$dense" --prompt-ids "$prompt_ids" -n "$n" --temp 0 --ignore-eos --log-
 "$bin" generate "${common[@]}" -t 2 2>"$err" >/dev/null
 single=$(rate decode "$err")
 echo "| single process | 1 x 2 | $single | 1.00 | - |"
+path_flags() { if [ "$1" = socket ]; then echo --no-local-link; fi; }
 for reduction in all-to-all gather-broadcast; do
-  "$bin" --shards 2 --type tensor --reduction "$reduction" --worker-threads 1 --worker-mem 2G \
-    "${common[@]}" 2>"$err" >/dev/null
-  tp=$(rate decode "$err")
-  sync=$(grep 'tensor-parallel group' "$err" | sed -E 's/.*\): ([0-9.]+) us\/step adding partial sums, ([0-9]+) bytes.*/\1 us, \2 B/')
-  echo "| tensor, 2 workers, $reduction | 2 x 1 | $tp | $(echo "scale=2; $tp / $single" | bc) | $sync |"
+  for path in link socket; do
+    # shellcheck disable=SC2046
+    "$bin" --shards 2 --type tensor --reduction "$reduction" --worker-threads 1 --worker-mem 2G \
+      $(path_flags "$path") "${common[@]}" 2>"$err" >/dev/null
+    tp=$(rate decode "$err")
+    sync=$(grep 'tensor-parallel group' "$err" | sed -E 's/.*\): ([0-9.]+) us\/step adding partial sums, ([0-9]+) bytes.*/\1 us, \2 B/')
+    echo "| tensor, 2 workers, $reduction, $path | 2 x 1 | $tp | $(echo "scale=2; $tp / $single" | bc) | $sync |"
+  done
 done
 echo
 # The reduction path on a small model, where the hops dominate: decode tok/s, median of 3
@@ -44,19 +50,20 @@ echo "| stories260K, decode tok/s (median of 3) | all-to-all | gather-broadcast 
 echo "|---|---|---|---|"
 common=("$small" -z ../shared/models/tok512.bin --prompt-ids 1,403,407 -n 256 --temp 0 --ignore-eos --log-level warn)
 median() { sort -n | sed -n 2p; }
-for shards in 2 3 4; do
+for shards in 2 3 4; do for path in link socket; do
   a2a=() gb=() a2a_sync=() gb_sync=()
   for rep in 1 2 3; do
     for reduction in all-to-all gather-broadcast; do
+      # shellcheck disable=SC2046
       "$bin" --shards "$shards" --type tensor --reduction "$reduction" --worker-threads 1 \
-        "${common[@]}" 2>"$err" >/dev/null
+        $(path_flags "$path") "${common[@]}" 2>"$err" >/dev/null
       sync=$(grep 'tensor-parallel group' "$err" | sed -E 's/.*\): ([0-9.]+) us\/step.*/\1/')
       if [ "$reduction" = all-to-all ]; then a2a+=("$(rate decode "$err")"); a2a_sync+=("$sync")
       else gb+=("$(rate decode "$err")"); gb_sync+=("$sync"); fi
     done
   done
-  echo "| $shards workers | $(printf '%s\n' "${a2a[@]}" | median) | $(printf '%s\n' "${gb[@]}" | median) | $(printf '%s\n' "${a2a_sync[@]}" | median) us / $(printf '%s\n' "${gb_sync[@]}" | median) us |"
-done
+  echo "| $shards workers, $path | $(printf '%s\n' "${a2a[@]}" | median) | $(printf '%s\n' "${gb[@]}" | median) | $(printf '%s\n' "${a2a_sync[@]}" | median) us / $(printf '%s\n' "${gb_sync[@]}" | median) us |"
+done; done
 echo
 echo "| $(basename "$moe") | processes x threads | decode tok/s | expert calls served per worker |"
 echo "|---|---|---|---|"
