@@ -199,6 +199,7 @@ void Coordinator::Register(const std::string& sender, const wire::Hello& hello,
   info.reduce_endpoint = hello.reduce_endpoint();
   info.local_reduce_endpoint = hello.local_reduce_endpoint();
   info.expert_endpoint = hello.expert_endpoint();
+  info.local_expert_endpoint = hello.local_expert_endpoint();
   info.simd_level = hello.capabilities().simd_level();
   info.pid = hello.capabilities().pid();
   info.has_model_file = hello.capabilities().has_model_file();
@@ -561,6 +562,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
             " has none (streamed weights work with --type layer, pipeline and tensor)"));
       }
       experts.add_expert_endpoints(info.expert_endpoint);
+      experts.add_expert_local_endpoints(info.local_expert_endpoint);
       if (access_) experts.add_expert_curve_keys(CurveKeyOf(w.worker_id));
     }
   }

@@ -81,6 +81,7 @@ struct WorkerInfo {
   std::string local_endpoint;   // its same-host link for activations (proto/local_link.h), or ""
   std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
   std::string local_reduce_endpoint;  // and its same-host link for them, or ""
+  std::string local_expert_endpoint;  // and for expert requests and replies, or ""
   std::string expert_endpoint;        // expert plans: where expert requests arrive
   // With CURVE: the transport key it connected with, which its peers must know (Assign).
   std::optional<auth::CurveKeyBytes> curve_key;

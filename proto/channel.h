@@ -96,6 +96,8 @@ class Channel {
   bool PrepareToSleep() { return inbox_ == nullptr || inbox_->PrepareToSleep(); }
   // ...and after the poll, those items with their revents (serves the inbox).
   void Polled(std::span<const zmq::pollitem_t> items);
+  // Whether a message waits in the inbox (no system call: a spinning loop's check).
+  bool HasLocalMessage() const { return inbox_ != nullptr && inbox_->HasMessage(); }
 
   // Counts a message the caller received but could not use in its current state.
   void DropUnexpected(const std::string& why);

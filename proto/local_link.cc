@@ -293,6 +293,13 @@ bool LocalInbox::Next(std::vector<Frame>* frames, absl::Status* broken) {
   return false;
 }
 
+bool LocalInbox::HasMessage() const {
+  for (const std::unique_ptr<Link>& link : links_) {
+    if (link->ring->head.load(std::memory_order_acquire) != link->tail) return true;
+  }
+  return false;
+}
+
 bool LocalInbox::PrepareToSleep() {
   for (const std::unique_ptr<Link>& link : links_) {
     link->ring->receiver_sleeping.store(1, std::memory_order_relaxed);

@@ -72,6 +72,9 @@ class LocalInbox {
   bool PrepareToSleep();
   void Awake();
 
+  // Whether a message waits in some ring (memory reads only).
+  bool HasMessage() const;
+
   int senders() const { return static_cast<int>(links_.size()); }
 
  private:

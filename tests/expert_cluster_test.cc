@@ -54,14 +54,18 @@ TEST(ExpertClusterTest, TwoAndFourShardsEqualSingleProcess) {
     const std::string model = SharedPath(std::string("models/") + name);
     const std::string want = SingleProcessIds(model);
     ASSERT_FALSE(want.empty());
-    for (const char* shards : {"2", "4"}) {
-      const CommandResult got = ExpertRun(model, {"--shards", shards, "--worker-threads", "1,2"});
+    // Requests and replies through local links (the default) and, at 2 shards, by socket only.
+    for (const char* shards : {"2", "4", "2 by socket"}) {
+      std::vector<std::string> flags = {"--shards", std::string(shards).substr(0, 1),
+                                        "--worker-threads", "1,2"};
+      if (std::string(shards).ends_with("by socket")) flags.push_back("--no-local-link");
+      const CommandResult got = ExpertRun(model, flags);
       ASSERT_EQ(got.exit_code, 0) << got.err;
       EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","), want)
           << name << ", " << shards << " shards";
       EXPECT_NE(got.err.find("expert plan"), std::string::npos);
       EXPECT_NE(got.err.find("expert calls served"), std::string::npos) << got.err;
-      ExpectNoWorkerLeft(got, std::stoul(shards));
+      ExpectNoWorkerLeft(got, std::stoul(flags[1]));
     }
   }
 }

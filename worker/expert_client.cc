@@ -19,9 +19,19 @@ ExpertClient::ExpertClient(zmq::context_t& context, const std::string& name,
 
 absl::StatusOr<std::unique_ptr<ExpertClient>> ExpertClient::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host, const PeerSecurity& security) {
+    const std::string& advertise_host, const PeerSecurity& security, bool local_links) {
   std::unique_ptr<ExpertClient> c(new ExpertClient(context, name, security));
   if (absl::Status s = security.SecureServer(c->in_); !s.ok()) return s;
+  c->local_links_ = local_links && !security.enabled();
+  if (c->local_links_) {
+    absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
+    if (inbox.ok()) {
+      c->in_.AttachInbox(*std::move(inbox));
+    } else {
+      spdlog::warn("{}: no local link for experts ({})", name,
+                   std::string(inbox.status().message()));
+    }
+  }
   try {
     c->in_.socket().bind(bind);
     std::string bound = c->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -44,6 +54,9 @@ absl::Status ExpertClient::Configure(const wire::Assign& assign, ExpertBank* ban
   endpoints_.assign(assign.expert_endpoints().begin(), assign.expert_endpoints().end());
   curve_keys_.assign(assign.expert_curve_keys().begin(), assign.expert_curve_keys().end());
   curve_keys_.resize(endpoints_.size());  // none without CURVE
+  local_endpoints_.assign(assign.expert_local_endpoints().begin(),
+                          assign.expert_local_endpoints().end());
+  local_endpoints_.resize(endpoints_.size());
   peers_.clear();
   peers_.resize(endpoints_.size());
   pending_.assign(endpoints_.size(), Pending());
@@ -85,6 +98,11 @@ Channel* ExpertClient::Peer(int worker) {
     } catch (const zmq::error_t& e) {
       spdlog::error("{}: cannot connect to {}: {}", name_, endpoints_[worker], e.what());
       return nullptr;
+    }
+    if (local_links_ && !local_endpoints_[worker].empty()) {
+      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet =
+          LocalOutlet::Connect(local_endpoints_[worker]);
+      if (outlet.ok()) channel->AttachOutlet(*std::move(outlet));
     }
     peers_[worker] = std::move(channel);
   }

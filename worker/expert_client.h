@@ -31,14 +31,19 @@ class ExpertClient : public ExpertDispatcher {
  public:
   // Binds the expert socket on `bind`; `advertise_host` replaces the bound address in
   // endpoint() (empty: as bound). `security` (CURVE or not) must outlive the client.
-  static absl::StatusOr<std::unique_ptr<ExpertClient>> Create(zmq::context_t& context,
-                                                              const std::string& name,
-                                                              const std::string& bind,
-                                                              const std::string& advertise_host,
-                                                              const PeerSecurity& security);
+  // With `local_links` (and no CURVE), workers on one host pass requests and replies through
+  // shared memory (proto/local_link.h).
+  static absl::StatusOr<std::unique_ptr<ExpertClient>> Create(
+      zmq::context_t& context, const std::string& name, const std::string& bind,
+      const std::string& advertise_host, const PeerSecurity& security, bool local_links);
 
   const std::string& endpoint() const { return endpoint_; }
-  zmq::socket_t& socket() { return in_.socket(); }
+  // Where same-host peers reach it by local link (Hello.local_expert_endpoint), or "".
+  std::string local_endpoint() const {
+    return in_.inbox() != nullptr ? in_.inbox()->address() : "";
+  }
+  // What the worker's loop polls (the socket and the local link) while idle.
+  Channel& channel() { return in_; }
 
   // Takes the expert map of `assign`; `bank` (may be null) holds this worker's experts and
   // must outlive the client's use.
@@ -80,10 +85,12 @@ class ExpertClient : public ExpertDispatcher {
   int self_ = 0;
   absl::Duration deadline_ = absl::Seconds(30);
   int n_experts_ = 0;
-  std::vector<std::vector<int>> holders_;        // [layer * n_experts + expert] -> plan workers
-  std::vector<uint32_t> turn_;                   // next replica to use, per expert
-  std::vector<std::string> endpoints_;           // expert endpoint of each plan worker
-  std::vector<std::string> curve_keys_;          // their transport keys (with CURVE)
+  std::vector<std::vector<int>> holders_;     // [layer * n_experts + expert] -> plan workers
+  std::vector<uint32_t> turn_;                // next replica to use, per expert
+  std::vector<std::string> endpoints_;        // expert endpoint of each plan worker
+  std::vector<std::string> curve_keys_;       // their transport keys (with CURVE)
+  std::vector<std::string> local_endpoints_;  // their local links ("" where none)
+  bool local_links_ = false;
   std::vector<std::unique_ptr<Channel>> peers_;  // connected on first use
   std::vector<int64_t> call_counts_;
 

@@ -246,7 +246,7 @@ absl::Status WorkerLoop::Setup() {
     if (!reduce.ok()) return reduce.status();
     reduce_ = *std::move(reduce);
     auto experts = ExpertClient::Create(context_, "worker " + options_.id, bind,
-                                        loopback ? "" : host, *security_);
+                                        loopback ? "" : host, *security_, options_.local_links);
     if (!experts.ok()) return experts.status();
     experts_ = *std::move(experts);
     experts_->set_before_serve([this](uint64_t request) {
@@ -285,6 +285,7 @@ void WorkerLoop::SendHello() {
   hello->set_data_endpoint(data_endpoint_);
   if (data_in_.inbox() != nullptr) hello->set_local_endpoint(data_in_.inbox()->address());
   hello->set_local_reduce_endpoint(reduce_->local_endpoint());
+  hello->set_local_expert_endpoint(experts_->local_endpoint());
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
   hello_ = *hello;
@@ -723,17 +724,23 @@ absl::Status WorkerLoop::Run() {
   absl::Time last_hello = absl::Now();
   last_heard_ = absl::Now();
   while (!done_ && !stop_->load()) {
-    // Control, expert requests, then the data socket and its local link's descriptors.
+    // Control, then the data and the expert channels (each a socket and its local link).
     std::vector<zmq::pollitem_t>& items = poll_items_;
     items.clear();
     items.push_back({control_.socket().handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({experts_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    const size_t data_at = items.size();
     data_in_.AppendPollItems(&items);
+    const size_t experts_at = items.size();
+    experts_->channel().AppendPollItems(&items);
     std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
-    if (sleep.count() > 0 && !data_in_.PrepareToSleep()) sleep = std::chrono::milliseconds(0);
+    if (sleep.count() > 0 && !(data_in_.PrepareToSleep() && experts_->channel().PrepareToSleep())) {
+      sleep = std::chrono::milliseconds(0);
+    }
     if (zmq::poll(items, sleep) == 0 && sleep.count() == 0) std::this_thread::yield();
-    data_in_.Polled(std::span(items).subspan(2));
-    if (items[1].revents & ZMQ_POLLIN) {
+    const std::span<const zmq::pollitem_t> polled(items);
+    data_in_.Polled(polled.subspan(data_at, experts_at - data_at));
+    experts_->channel().Polled(polled.subspan(experts_at));
+    if ((items[experts_at].revents & ZMQ_POLLIN) || experts_->channel().HasLocalMessage()) {
       experts_->ServeQueued();
       if (absl::Status failure = experts_->TakeDeviceFailure(); !failure.ok()) {
         return LeaveForDeviceFailure(failure);
@@ -743,7 +750,7 @@ absl::Status WorkerLoop::Run() {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }
     // Not only when the socket fired: a local link's message rings no bell for a spinning loop.
-    if ((items[2].revents & ZMQ_POLLIN) || data_in_.inbox() != nullptr) {
+    if ((items[data_at].revents & ZMQ_POLLIN) || data_in_.HasLocalMessage()) {
       while (!done_ && data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
           arrivals_.Arrived(NowMicros());
