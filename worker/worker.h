@@ -39,9 +39,9 @@ struct WorkerOptions {
   // How the loop awaits activations (proto/arrival_spin.h); kAuto spins around the predicted
   // arrival when the host has a core beyond `threads`.
   PollMode poll = PollMode::kAuto;
-  // Take activations from a predecessor on this host through shared memory (proto/local_link.h),
-  // and pass them on that way where the next stage offers it. Never with CURVE: a local link
-  // is not authenticated beyond the peer's user id.
+  // Take activations, partial sums and expert messages from peers on this host through shared
+  // memory (proto/local_link.h), and send them that way where the peer offers it. Never with
+  // CURVE: a local link is not authenticated beyond the peer's user id.
   bool local_links = true;
   // Keys and tokens (auth/). With `server_key_path` (the coordinator's curve.pub) every socket
   // uses CURVE with this worker's keys from `key_dir` (`shardrun keygen`); `token` (its text)
