@@ -399,9 +399,9 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_flag("--no-local-link", flags->no_local_link,
-                "Pass token ids, activations and logits by socket only, even between the "
-                "coordinator and workers on this host (by default they go through shared memory: "
-                "proto/local_link.h)");
+                "Pass token ids, activations, logits, partial sums and expert messages by socket "
+                "only, even between processes on this host (by default they go through shared "
+                "memory: proto/local_link.h)");
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

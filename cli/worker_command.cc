@@ -69,8 +69,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"auto", "spin", "block"}));
   cmd->add_flag(
       "--no-local-link", [flags](int64_t) { flags->options.local_links = false; },
-      "Take and pass activations by socket only, even from and to workers on this "
-      "host (by default they go through shared memory: proto/local_link.h)");
+      "Exchange activations, partial sums and expert messages by socket only, even with "
+      "processes on this host (by default they go through shared memory: proto/local_link.h)");
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->add_option("--key", flags->options.key_dir,
