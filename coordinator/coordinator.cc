@@ -60,13 +60,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
   }
   if (options.local_links && !c->access_) {
     // Logits from a last stage on this host skip the socket (proto/local_link.h).
-    auto inbox = LocalInbox::Create();
-    if (inbox.ok()) {
-      c->control_.AttachInbox(*std::move(inbox));
-    } else {
-      spdlog::warn("coordinator: no local link ({}); logits come by socket only",
-                   std::string(inbox.status().message()));
-    }
+    c->control_.OpenInbox();
   }
   spdlog::info("coordinator listening on {}{}", c->endpoint_,
                c->access_

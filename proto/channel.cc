@@ -70,6 +70,27 @@ void Channel::AttachInbox(std::unique_ptr<LocalInbox> inbox) {
   inbox_ = std::move(inbox);
 }
 
+void Channel::OpenInbox() {
+  absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
+  if (!inbox.ok()) {
+    spdlog::warn("{}: no local link ({}); messages come by socket only", name_,
+                 std::string(inbox.status().message()));
+    return;
+  }
+  AttachInbox(*std::move(inbox));
+  if (inbox_ != nullptr) spdlog::debug("{}: local link at {}", name_, inbox_->address());
+}
+
+void Channel::LinkTo(const std::string& address) {
+  if (address.empty()) return;
+  absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(address);
+  if (!outlet.ok()) {
+    spdlog::warn("{}: {}", name_, std::string(outlet.status().message()));
+    return;
+  }
+  outlet_ = *std::move(outlet);
+}
+
 void Channel::AppendPollItems(std::vector<zmq::pollitem_t>* items) {
   items->push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
   if (inbox_ != nullptr) inbox_->AppendPollItems(items);

@@ -86,9 +86,14 @@ class Channel {
   // Messages that arrive through `inbox` are received as if by the socket (only on a channel
   // without a peer filter: a local link carries no transport identity to check).
   void AttachInbox(std::unique_ptr<LocalInbox> inbox);
+  // The same with an inbox of its own; when none can be made, says why (the socket then
+  // carries everything).
+  void OpenInbox();
   const LocalInbox* inbox() const { return inbox_.get(); }
   // Sends through `outlet` whenever it can, by the socket otherwise.
   void AttachOutlet(std::unique_ptr<LocalOutlet> outlet) { outlet_ = std::move(outlet); }
+  // The same towards the inbox at `address` ("local:<name>"; empty: none).
+  void LinkTo(const std::string& address);
   const LocalOutlet* outlet() const { return outlet_.get(); }
   // For a caller that polls several channels: the socket, then the inbox's descriptors...
   void AppendPollItems(std::vector<zmq::pollitem_t>* items);

@@ -23,15 +23,7 @@ absl::StatusOr<std::unique_ptr<ExpertClient>> ExpertClient::Create(
   std::unique_ptr<ExpertClient> c(new ExpertClient(context, name, security));
   if (absl::Status s = security.SecureServer(c->in_); !s.ok()) return s;
   c->local_links_ = local_links && !security.enabled();
-  if (c->local_links_) {
-    absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
-    if (inbox.ok()) {
-      c->in_.AttachInbox(*std::move(inbox));
-    } else {
-      spdlog::warn("{}: no local link for experts ({})", name,
-                   std::string(inbox.status().message()));
-    }
-  }
+  if (c->local_links_) c->in_.OpenInbox();
   try {
     c->in_.socket().bind(bind);
     std::string bound = c->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -99,11 +91,7 @@ Channel* ExpertClient::Peer(int worker) {
       spdlog::error("{}: cannot connect to {}: {}", name_, endpoints_[worker], e.what());
       return nullptr;
     }
-    if (local_links_ && !local_endpoints_[worker].empty()) {
-      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet =
-          LocalOutlet::Connect(local_endpoints_[worker]);
-      if (outlet.ok()) channel->AttachOutlet(*std::move(outlet));
-    }
+    if (local_links_) channel->LinkTo(local_endpoints_[worker]);
     peers_[worker] = std::move(channel);
   }
   return peers_[worker].get();

@@ -23,15 +23,7 @@ absl::StatusOr<std::unique_ptr<PartialSumExchange>> PartialSumExchange::Create(
   std::unique_ptr<PartialSumExchange> x(new PartialSumExchange(context, name, security));
   if (absl::Status s = security.SecureServer(x->in_); !s.ok()) return s;
   x->local_links_ = local_links && !security.enabled();
-  if (x->local_links_) {
-    absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
-    if (inbox.ok()) {
-      x->in_.AttachInbox(*std::move(inbox));
-    } else {
-      spdlog::warn("{}: no local link for partial sums ({})", name,
-                   std::string(inbox.status().message()));
-    }
-  }
+  if (x->local_links_) x->in_.OpenInbox();
   try {
     x->in_.socket().bind(bind);
     std::string bound = x->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -90,11 +82,8 @@ absl::Status PartialSumExchange::Configure(const wire::Assign& assign, int dim,
     }
     // Not before the first reduction: by then rank r admits this worker's key.
     channel->ConnectOnFirstSend(assign.group_endpoints(r));
-    const std::string local =
-        r < assign.group_local_endpoints_size() ? assign.group_local_endpoints(r) : "";
-    if (local_links_ && !local.empty()) {
-      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
-      if (outlet.ok()) channel->AttachOutlet(*std::move(outlet));
+    if (local_links_ && r < assign.group_local_endpoints_size()) {
+      channel->LinkTo(assign.group_local_endpoints(r));
     }
     out_[r] = std::move(channel);
   }

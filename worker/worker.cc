@@ -231,14 +231,7 @@ absl::Status WorkerLoop::Setup() {
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
     if (options_.local_links && !security_->enabled()) {
       // Same-host predecessors skip the socket (one wake per hop instead of three).
-      auto inbox = LocalInbox::Create();
-      if (inbox.ok()) {
-        data_in_.AttachInbox(*std::move(inbox));
-        spdlog::debug("worker {}: local link at {}", options_.id, data_in_.inbox()->address());
-      } else {
-        spdlog::warn("worker {}: no local link ({}); activations come by socket only", options_.id,
-                     std::string(inbox.status().message()));
-      }
+      data_in_.OpenInbox();
     }
     auto reduce =
         PartialSumExchange::Create(context_, "worker " + options_.id, bind, loopback ? "" : host,
@@ -481,16 +474,9 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     }
     // Not before the first activation: by then the next stage admits this worker's key.
     channel->ConnectOnFirstSend(endpoint);
-    const std::string local =
-        i < assign.next_local_endpoints_size() ? assign.next_local_endpoints(i) : "";
-    if (!local.empty() && options_.local_links && !security_->enabled()) {
+    if (options_.local_links && !security_->enabled() && i < assign.next_local_endpoints_size()) {
       // Made now, up by the first activation (the next stage's loop hands over the ring).
-      absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
-      if (outlet.ok()) {
-        channel->AttachOutlet(*std::move(outlet));
-      } else {
-        spdlog::warn("worker {}: {}", options_.id, std::string(outlet.status().message()));
-      }
+      channel->LinkTo(assign.next_local_endpoints(i));
     }
     next_.push_back(std::move(channel));
   }
