@@ -106,10 +106,16 @@ void PrintStageTimes(const Coordinator& c) {
     std::fprintf(
         stderr,
         "stage %zu (%s, layers %d..%d): %lld steps, %.2f ms compute, %.1f us/step; "
-        "hop in: %s%s\n",
+        "hop in: %s%s%s\n",
         s, id.c_str(), plan.stages[s].layers.begin, plan.stages[s].layers.end - 1,
         static_cast<long long>(t.steps), t.compute_us / 1000.0,
         t.steps ? static_cast<double>(t.compute_us) / t.steps : 0.0, Percentiles(t.hop_us).c_str(),
+        // A batched (prompt) step's hop carries one row per token: not in the percentiles.
+        t.batch_hops > 0
+            ? absl::StrCat(" over one-token steps; ", t.batch_hops, " batched step",
+                           t.batch_hops > 1 ? "s" : "", " up to ", t.batch_hop_max_us, " us")
+                  .c_str()
+            : "",
         t.local_link_hops > 0 ? absl::StrCat(" (", t.local_link_hops, " by local link)").c_str()
                               : "");
     if (plan.stages[s].assignments.size() > 1 && t.steps > 0) {

@@ -367,7 +367,12 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
       st.sync_by_link += t.sync_by_link();
-      st.hop_us.Add(t.wait_us());
+      if (pending.n_tokens == 1) {
+        st.hop_us.Add(t.wait_us());
+      } else {
+        st.batch_hops++;
+        st.batch_hop_max_us = std::max(st.batch_hop_max_us, t.wait_us());
+      }
       st.local_link_hops += t.local_link() ? 1 : 0;
       if (pending.n_tokens == 1) {
         st.decode_steps++;

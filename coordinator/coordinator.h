@@ -99,11 +99,15 @@ struct WorkerInfo {
 struct StageTimes {
   int64_t steps = 0;
   int64_t compute_us = 0;
-  int64_t sync_us = 0;          // tensor parallelism: part of compute_us spent adding partial sums
-  int64_t sync_bytes = 0;       // partial-sum bytes one member sent
-  int64_t sync_by_link = 0;     // partial sums rank 0 took through a local link
-  LatencyWindow hop_us;         // latency of the hop into this stage, one sample per step
-  int64_t local_link_hops = 0;  // of those, hops through shared memory (proto/local_link.h)
+  int64_t sync_us = 0;       // tensor parallelism: part of compute_us spent adding partial sums
+  int64_t sync_bytes = 0;    // partial-sum bytes one member sent
+  int64_t sync_by_link = 0;  // partial sums rank 0 took through a local link
+  // Latency of the hop into this stage, one sample per step: one-token (decode) steps, whose
+  // hidden state is one row, and batched (prefill) steps apart, whose rows make it longer.
+  LatencyWindow hop_us;
+  int64_t batch_hops = 0;
+  int64_t batch_hop_max_us = 0;
+  int64_t local_link_hops = 0;        // of those, hops through shared memory (proto/local_link.h)
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
   int64_t decode_steps = 0;           // one-token steps, and their compute time (load balancing)
   int64_t decode_compute_us = 0;
