@@ -367,16 +367,14 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_us += t.sync_us();
       st.sync_bytes += t.sync_bytes();
       st.sync_by_link += t.sync_by_link();
+      st.local_link_hops += t.local_link() ? 1 : 0;
       if (pending.n_tokens == 1) {
         st.hop_us.Add(t.wait_us());
+        st.decode_steps++;
+        st.decode_compute_us += t.compute_us();
       } else {
         st.batch_hops++;
         st.batch_hop_max_us = std::max(st.batch_hop_max_us, t.wait_us());
-      }
-      st.local_link_hops += t.local_link() ? 1 : 0;
-      if (pending.n_tokens == 1) {
-        st.decode_steps++;
-        st.decode_compute_us += t.compute_us();
       }
       st.expert_calls.resize(std::max(st.expert_calls.size(), size_t(t.expert_calls_size())));
       for (int w = 0; w < t.expert_calls_size(); ++w) st.expert_calls[w] += t.expert_calls(w);

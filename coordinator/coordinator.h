@@ -77,12 +77,14 @@ struct CoordinatorOptions {
 // A registered worker.
 struct WorkerInfo {
   WorkerBudget budget;
+  // Where it takes activations, partial sums (tensor parallelism) and expert requests, and
+  // the same-host links to each (proto/local_link.h; "" where it offers none).
   std::string data_endpoint;
-  std::string local_endpoint;   // its same-host link for activations (proto/local_link.h), or ""
-  std::string reduce_endpoint;  // tensor parallelism: where its group's partial sums arrive
-  std::string local_reduce_endpoint;  // and its same-host link for them, or ""
-  std::string local_expert_endpoint;  // and for expert requests and replies, or ""
-  std::string expert_endpoint;        // expert plans: where expert requests arrive
+  std::string local_endpoint;
+  std::string reduce_endpoint;
+  std::string local_reduce_endpoint;
+  std::string expert_endpoint;
+  std::string local_expert_endpoint;
   // With CURVE: the transport key it connected with, which its peers must know (Assign).
   std::optional<auth::CurveKeyBytes> curve_key;
   std::string simd_level;

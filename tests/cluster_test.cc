@@ -57,6 +57,13 @@ CommandResult SingleProcess() {
   return RunShardrun(args);
 }
 
+// The same text and the same token ids as the reference run.
+void ExpectSameGeneration(const CommandResult& got, const CommandResult& want) {
+  EXPECT_EQ(got.out, want.out);
+  EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
+            absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+}
+
 struct ClusterCase {
   int shards;
   std::string memory;   // --worker-mem
@@ -78,9 +85,7 @@ TEST_P(LayerClusterTest, EqualsSingleProcess) {
   for (const std::string& a : GenerationArgs()) args.push_back(a);
   const CommandResult got = RunShardrun(args);
   ASSERT_EQ(got.exit_code, 0) << got.err;
-  EXPECT_EQ(got.out, want.out);
-  EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
-            absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+  ExpectSameGeneration(got, want);
   // Real, separate processes, all gone afterwards.
   const std::vector<int> pids = RegisteredWorkerPids(got.err);
   ASSERT_EQ(pids.size(), static_cast<size_t>(c.shards)) << got.err;
@@ -115,9 +120,7 @@ TEST(ClusterTest, LocalLinksCarryTheHopsBetweenStagesAndChangeNothing) {
     for (const std::string& a : GenerationArgs()) args.push_back(a);
     const CommandResult got = RunShardrun(args);
     ASSERT_EQ(got.exit_code, 0) << got.err;
-    EXPECT_EQ(got.out, want.out);
-    EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
-              absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+    ExpectSameGeneration(got, want);
     // Every stage hears from its predecessor (stage 0 from the coordinator) by link, all but
     // the first message or so (sent before the ring was handed over).
     for (const int stage : {0, 1, 2}) {
@@ -281,9 +284,7 @@ TEST(StreamedWeightsTest, FileLessWorkersGetTheirWeightsStreamed) {
     const std::string cache_dir = MakeTempDir();
     const CommandResult got = StreamedRun(file_less, cache_dir);
     ASSERT_EQ(got.exit_code, 0) << got.err;
-    EXPECT_EQ(got.out, want.out);
-    EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","),
-              absl::StrJoin(IdsAfter(want.err, "generated_ids"), ","));
+    ExpectSameGeneration(got, want);
     for (int w = 0; w < 3; ++w) {
       const std::string id = absl::StrCat("w", w);
       if (w < file_less) {

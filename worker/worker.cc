@@ -78,6 +78,9 @@ class WorkerLoop {
   // --wait-coordinator: back to the state before registration, asking again.
   void ForgetCoordinator(const std::string& why);
   absl::Status HandleControl();
+  // Whether messages to and from peers on this host may go by local link: asked for, and no
+  // CURVE (a link is not authenticated beyond the peer's user id).
+  bool LocalLinks() const { return options_.local_links && !security_->enabled(); }
   void HandleActivation(Channel& in);
   absl::Status HandleAssign(const wire::Assign& assign);
   // A worker without the model file: asks for the ranges its cache lacks...
@@ -229,7 +232,7 @@ absl::Status WorkerLoop::Setup() {
     }
     data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
-    if (options_.local_links && !security_->enabled()) {
+    if (LocalLinks()) {
       // Same-host predecessors skip the socket (one wake per hop instead of three).
       data_in_.OpenInbox();
     }
@@ -474,15 +477,14 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     }
     // Not before the first activation: by then the next stage admits this worker's key.
     channel->ConnectOnFirstSend(endpoint);
-    if (options_.local_links && !security_->enabled() && i < assign.next_local_endpoints_size()) {
+    if (LocalLinks() && i < assign.next_local_endpoints_size()) {
       // Made now, up by the first activation (the next stage's loop hands over the ring).
       channel->LinkTo(assign.next_local_endpoints(i));
     }
     next_.push_back(std::move(channel));
   }
   coordinator_link_.reset();
-  if (shard_->slice().head && !assign.coordinator_local_endpoint().empty() &&
-      options_.local_links && !security_->enabled()) {
+  if (shard_->slice().head && !assign.coordinator_local_endpoint().empty() && LocalLinks()) {
     absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet =
         LocalOutlet::Connect(assign.coordinator_local_endpoint());
     if (outlet.ok()) coordinator_link_ = *std::move(outlet);
