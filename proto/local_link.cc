@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "proto/link_record.h"
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
@@ -26,7 +28,7 @@ namespace shardrun {
 struct LocalRing {
   static constexpr uint64_t kMagic = 0x6b6e696c64726873;  // "shrdlink"
   uint64_t magic;
-  uint64_t capacity;  // bytes of data, a multiple of kAlign
+  uint64_t capacity;  // bytes of data, a multiple of kLinkAlign
   alignas(64) std::atomic<uint64_t> head;
   alignas(64) std::atomic<uint64_t> tail;
   alignas(64) std::atomic<uint32_t> receiver_sleeping;
@@ -41,15 +43,9 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 namespace {
 
-// A record: {uint32 total bytes, uint32 frame count}, the frame sizes as uint64, then each
-// frame, everything padded to kAlign (tensors stay aligned for SIMD loads). A count of kSkip
-// marks the unused end of the ring before a record that did not fit there.
-constexpr size_t kAlign = 16;
+// Records as proto/link_record.h lays them out. A count of kSkip marks the unused end of the
+// ring before a record that did not fit there.
 constexpr uint32_t kSkip = 0xffffffff;
-constexpr uint32_t kMaxFrames = 16;
-
-constexpr size_t Align(size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
-size_t RecordHeaderBytes(size_t frames) { return Align(8 + 8 * frames); }
 
 // "local:<name>" -> the abstract socket address "\0<name>".
 absl::StatusOr<sockaddr_un> AbstractAddress(const std::string& address, socklen_t* length) {
@@ -112,7 +108,7 @@ struct LocalInbox::Link {
 LocalInbox::LocalInbox(size_t ring_bytes) : ring_bytes_(ring_bytes) {}
 
 absl::StatusOr<std::unique_ptr<LocalInbox>> LocalInbox::Create(size_t ring_bytes) {
-  if (ring_bytes < 4096 || ring_bytes > (size_t{1} << 30) || ring_bytes % kAlign != 0) {
+  if (ring_bytes < 4096 || ring_bytes > (size_t{1} << 30) || ring_bytes % kLinkAlign != 0) {
     return absl::InvalidArgumentError(absl::StrCat("bad local ring size ", ring_bytes));
   }
   std::unique_ptr<LocalInbox> inbox(new LocalInbox(ring_bytes));
@@ -244,38 +240,29 @@ bool LocalInbox::Next(std::vector<Frame>* frames, absl::Status* broken) {
       if (head == link.tail) break;
       const uint64_t waiting = head - link.tail;
       const size_t offset = static_cast<size_t>(link.tail % capacity);
-      const size_t contiguous = capacity - offset;
-      uint32_t fields[2];
-      std::memcpy(fields, ring.data() + offset, sizeof(fields));
-      const size_t total = fields[0];
-      if (waiting > capacity || total < kAlign || total % kAlign != 0 || total > contiguous ||
-          total > waiting) {
-        why = absl::StrCat("a record of ", total, " bytes at offset ", offset, " with ", waiting,
-                           " bytes written");
-        break;
+      // A record never wraps around the ring's end (a skip marker fills the end instead).
+      const size_t available = static_cast<size_t>(std::min<uint64_t>(waiting, capacity - offset));
+      uint32_t fields[2] = {0, 0};
+      if (waiting <= capacity && available >= sizeof(fields)) {
+        std::memcpy(fields, ring.data() + offset, sizeof(fields));
       }
       if (fields[1] == kSkip) {
-        link.tail += total;
+        if (fields[0] < kLinkAlign || fields[0] % kLinkAlign != 0 || fields[0] > available) {
+          why = absl::StrCat("a skip of ", fields[0], " bytes at offset ", offset);
+          break;
+        }
+        link.tail += fields[0];
         ring.tail.store(link.tail, std::memory_order_release);
         continue;
       }
-      const uint32_t count = fields[1];
-      if (count == 0 || count > kMaxFrames || RecordHeaderBytes(count) > total) {
-        why = absl::StrCat("a record of ", count, " frames in ", total, " bytes");
-        break;
+      size_t total = 0;
+      const LinkRecordRead read =
+          ReadLinkRecord(ring.data() + offset, available, capacity / 2, frames, &total, &why);
+      if (read == LinkRecordRead::kIncomplete) {
+        why = absl::StrCat("a record of ", total, " bytes at offset ", offset, " with ", waiting,
+                           " bytes written");
       }
-      size_t at = RecordHeaderBytes(count);
-      for (uint32_t f = 0; f < count; ++f) {
-        uint64_t size = 0;
-        std::memcpy(&size, ring.data() + offset + 8 + 8 * f, sizeof(size));
-        if (size > total - at) {
-          why = absl::StrCat("frame ", f, " of ", size, " bytes beyond its record of ", total);
-          break;
-        }
-        frames->push_back({ring.data() + offset + at, static_cast<size_t>(size)});
-        at += Align(static_cast<size_t>(size));
-      }
-      if (!why.empty()) break;
+      if (read != LinkRecordRead::kComplete) break;
       held_ = &link;
       held_end_ = link.tail + total;
       next_link_ = index + 1;
@@ -382,7 +369,7 @@ void LocalOutlet::TakeRing() {
   capacity_ = ring_->capacity;
   head_ = ring_->head.load(std::memory_order_relaxed);
   if (ring_->magic != LocalRing::kMagic || capacity_ != mapped_bytes_ - LocalRing::kDataOffset ||
-      capacity_ % kAlign != 0 || head_ != 0) {
+      capacity_ % kLinkAlign != 0 || head_ != 0) {
     Fail("the ring's header is not a local link's");
   }
 }
@@ -406,13 +393,8 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     return false;
   }
   const uint64_t capacity = capacity_;
-  if (frames.empty() || frames.size() > kMaxFrames) return false;
-  size_t need = RecordHeaderBytes(frames.size());
-  for (const Frame& f : frames) {
-    if (f.size > capacity) return false;
-    need += Align(f.size);
-  }
-  if (need > capacity / 2) return false;
+  const size_t need = LinkRecordBytes(frames);
+  if (need == 0 || need > capacity / 2) return false;
   uint64_t head = head_;
   const uint64_t tail = ring_->tail.load(std::memory_order_acquire);
   const size_t offset = static_cast<size_t>(head % capacity);
@@ -425,14 +407,11 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
     head += skip;
   }
   uint8_t* record = data + head % capacity;
-  const uint32_t fields[2] = {static_cast<uint32_t>(need), static_cast<uint32_t>(frames.size())};
-  std::memcpy(record, fields, sizeof(fields));
-  size_t at = RecordHeaderBytes(frames.size());
-  for (size_t f = 0; f < frames.size(); ++f) {
-    const uint64_t size = frames[f].size;
-    std::memcpy(record + 8 + 8 * f, &size, sizeof(size));
-    if (size > 0) std::memcpy(record + at, frames[f].data, frames[f].size);
-    at += Align(frames[f].size);
+  WriteLinkRecordHeader(frames, need, record);
+  size_t at = LinkRecordHeaderBytes(frames.size());
+  for (const Frame& frame : frames) {
+    if (frame.size > 0) std::memcpy(record + at, frame.data, frame.size);
+    at += LinkAlign(frame.size);
   }
   head_ = head + need;
   ring_->head.store(head_, std::memory_order_release);
