@@ -58,7 +58,7 @@ struct ClusterFlags {
   double worker_timeout_s = 2;
   bool no_rebalance = false;
   std::string poll = "auto";   // how the coordinator and local workers await messages
-  bool no_local_link = false;  // everything by socket, even on one host
+  std::string links = "auto";  // which links beside the sockets (proto/link.h)
   double coordinator_timeout_s = 10;
   std::string inject;    // "w1:kill@step=7,w2:stall@step=3:ms=3000": faults for local workers
   AccessOptions access;  // --key, --trust, --allow-keys, ... (coordinator/access_control.h)
@@ -92,6 +92,14 @@ std::string Percentiles(const LatencyWindow& window) {
   return absl::StrCat("p50 ", at(0.5), " us, p99 ", at(0.99), " us");
 }
 
+// " (N by local link, M by TCP link)": how many hops into a stage took a link.
+std::string LinkHops(const StageTimes& t) {
+  std::vector<std::string> parts;
+  if (t.local_link_hops > 0) parts.push_back(absl::StrCat(t.local_link_hops, " by local link"));
+  if (t.tcp_link_hops > 0) parts.push_back(absl::StrCat(t.tcp_link_hops, " by TCP link"));
+  return parts.empty() ? "" : absl::StrCat(" (", absl::StrJoin(parts, ", "), ")");
+}
+
 void PrintStageTimes(const Coordinator& c) {
   const ShardPlan& plan = c.plan();
   const size_t hidden_bytes = EncodedActivationBytes(c.options().activation_type, 1,
@@ -116,8 +124,7 @@ void PrintStageTimes(const Coordinator& c) {
                            t.batch_hops > 1 ? "s" : "", " up to ", t.batch_hop_max_us, " us")
                   .c_str()
             : "",
-        t.local_link_hops > 0 ? absl::StrCat(" (", t.local_link_hops, " by local link)").c_str()
-                              : "");
+        LinkHops(t).c_str());
     if (plan.stages[s].assignments.size() > 1 && t.steps > 0) {
       std::fprintf(
           stderr,
@@ -126,7 +133,7 @@ void PrintStageTimes(const Coordinator& c) {
           plan.stages[s].assignments.size(), std::string(ReductionPathName(plan.reduction)).c_str(),
           static_cast<double>(t.sync_us) / t.steps, static_cast<double>(t.sync_bytes) / t.steps,
           t.sync_by_link > 0
-              ? absl::StrCat(", ", t.sync_by_link, " partial sums taken by local link").c_str()
+              ? absl::StrCat(", ", t.sync_by_link, " partial sums taken by link").c_str()
               : "");
     }
   }
@@ -239,7 +246,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     }
   }
   options.poll = ResolvePollMode(*ParsePollMode(flags.poll), local_threads);
-  options.local_links = !flags.no_local_link;
+  options.links = *ParseLinkMode(flags.links);
   options.coordinator_timeout = absl::Seconds(flags.coordinator_timeout_s);
   options.access = flags.access;
   options.access.clock_skew = std::chrono::seconds(flags.clock_skew_s);
@@ -316,7 +323,7 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
           "--threads",   Nth(flags.worker_threads, i),
           "--log-level", std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
       args.insert(args.end(), {"--backend", Nth(flags.worker_backend, i), "--poll", flags.poll});
-      if (flags.no_local_link) args.push_back("--no-local-link");
+      args.insert(args.end(), {"--links", flags.links});
       if (!flags.access.key_dir.empty()) {
         // Same origin: local workers share the coordinator's keys, which it lists itself.
         args.insert(args.end(), {"--key", flags.access.key_dir, "--server-key",
@@ -404,10 +411,14 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "around their predicted arrival, block, or auto (the default: spin when the "
                   "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
-  cmd->add_flag("--no-local-link", flags->no_local_link,
-                "Pass token ids, activations, logits, partial sums and expert messages by socket "
-                "only, even between processes on this host (by default they go through shared "
-                "memory: proto/local_link.h)");
+  cmd->add_option("--links", flags->links,
+                  "How token ids, activations, logits, partial sums and expert messages travel "
+                  "beside the ZeroMQ sockets (proto/link.h): auto (the default: shared memory "
+                  "between processes on one host, a TCP connection of their own between hosts), "
+                  "tcp (TCP links even on one host), none (ZeroMQ only)")
+      ->check(CLI::IsMember({"auto", "tcp", "none"}));
+  cmd->add_flag(
+      "--no-local-link", [flags](int64_t) { flags->links = "none"; }, "The same as --links none");
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

@@ -28,6 +28,7 @@ struct WorkerFlags {
   std::string gpu_memory = "0";
   std::string backend = "cpu";
   std::string poll = "auto";
+  std::string links = "auto";
   bool no_local_model = false;
   std::string token;  // TOKEN, @FILE or -
 };
@@ -67,10 +68,14 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                   "for ~1/8 of a token), block, or auto (the default: spin when the host has a "
                   "core beyond --threads)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
+  cmd->add_option("--links", flags->links,
+                  "How activations, partial sums, expert messages and logits travel beside the "
+                  "ZeroMQ sockets (proto/link.h): auto (the default: shared memory with "
+                  "processes on this host, a TCP connection of their own with others), tcp (TCP "
+                  "links even on one host), none (ZeroMQ only)")
+      ->check(CLI::IsMember({"auto", "tcp", "none"}));
   cmd->add_flag(
-      "--no-local-link", [flags](int64_t) { flags->options.local_links = false; },
-      "Exchange activations, partial sums and expert messages by socket only, even with "
-      "processes on this host (by default they go through shared memory: proto/local_link.h)");
+      "--no-local-link", [flags](int64_t) { flags->links = "none"; }, "The same as --links none");
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->add_option("--key", flags->options.key_dir,
@@ -111,6 +116,7 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       flags->options.token = *std::move(token);
     }
     flags->options.poll = *ParsePollMode(flags->poll);
+    flags->options.links = *ParseLinkMode(flags->links);
     // The Hello states the backend, so auto is settled now.
     flags->options.backend = ResolveBackendChoice(
         {*ParseBackendChoice(flags->backend), flags->options.threads, flags->options.vk_device});

@@ -58,9 +58,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, ": ", e.what()));
   }
-  if (options.local_links && !c->access_) {
-    // Logits from a last stage on this host skip the socket (proto/local_link.h).
-    c->control_.OpenInbox();
+  if (!c->access_) {
+    // Logits from the last stage skip the socket (proto/link.h). Listening on every
+    // interface, the TCP link names no host: each worker puts in the one it reached us at.
+    const std::string host =
+        c->endpoint_.starts_with("tcp://") ? EndpointHost(c->endpoint_) : std::string();
+    const bool wildcard = host == "0.0.0.0" || host == "*" || host == "::";
+    c->control_.OpenInbox(options.links, wildcard ? std::string("*") : host);
   }
   spdlog::info("coordinator listening on {}{}", c->endpoint_,
                c->access_
@@ -189,11 +193,11 @@ void Coordinator::Register(const std::string& sender, const wire::Hello& hello,
   info.budget.scope = admitted.scope;
   info.curve_key = admitted.curve_key;
   info.data_endpoint = hello.data_endpoint();
-  info.local_endpoint = hello.local_endpoint();
+  info.link_endpoint = hello.link_endpoint();
   info.reduce_endpoint = hello.reduce_endpoint();
-  info.local_reduce_endpoint = hello.local_reduce_endpoint();
+  info.reduce_link_endpoint = hello.reduce_link_endpoint();
   info.expert_endpoint = hello.expert_endpoint();
-  info.local_expert_endpoint = hello.local_expert_endpoint();
+  info.expert_link_endpoint = hello.expert_link_endpoint();
   info.simd_level = hello.capabilities().simd_level();
   info.pid = hello.capabilities().pid();
   info.has_model_file = hello.capabilities().has_model_file();
@@ -228,6 +232,10 @@ void Coordinator::Pump(absl::Duration timeout) {
   if (streamer_.busy()) timeout = std::min(timeout, absl::Milliseconds(1));
   const auto longest =
       std::chrono::milliseconds(std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout)));
+  // Links to the first stage are set up while waiting, not by the first step (LinkOutlet).
+  for (const std::unique_ptr<LinkOutlet>& link : step_links_) {
+    if (link != nullptr) link->settled();
+  }
   // Around the next logits' predicted arrival the loop polls without sleeping.
   const auto wait = logits_arrivals_.SleepFor(absl::ToUnixMicros(absl::Now()), longest);
   bool got = control_.Receive(wait);
@@ -236,11 +244,11 @@ void Coordinator::Pump(absl::Duration timeout) {
     const std::string& sender = control_.sender();
     const wire::Envelope& env = control_.envelope();
     if (control_.last_from_link()) {
-      // A local link names no sender: it carries only the last stage's logits.
+      // A link names no sender: it carries only the last stage's logits.
       if (env.has_logits()) {
         HandleLogits(env.logits(), control_.tensors()[0]);
       } else {
-        control_.DropUnexpected("only logits come by the local link");
+        control_.DropUnexpected("only logits come by link");
       }
       got = control_.ReceiveNow();
       continue;
@@ -368,6 +376,7 @@ bool Coordinator::AcceptLogits(PendingStep& pending, const wire::Logits& l,
       st.sync_bytes += t.sync_bytes();
       st.sync_by_link += t.sync_by_link();
       st.local_link_hops += t.local_link() ? 1 : 0;
+      st.tcp_link_hops += t.tcp_link() ? 1 : 0;
       if (pending.n_tokens == 1) {
         st.hop_us.Add(t.wait_us());
         st.decode_steps++;
@@ -528,10 +537,11 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
   }
   step_links_.clear();
   for (const std::string& id : stage_members_[0]) {
-    std::unique_ptr<LocalOutlet>& link = step_links_.emplace_back();
-    const std::string& local = workers_.at(id).local_endpoint;
-    if (local.empty() || !options_.local_links || access_) continue;
-    absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(local);
+    std::unique_ptr<LinkOutlet>& link = step_links_.emplace_back();
+    const std::string& address = workers_.at(id).link_endpoint;
+    if (address.empty() || options_.links == LinkMode::kNone || access_) continue;
+    absl::StatusOr<std::unique_ptr<LinkOutlet>> outlet =
+        LinkOutlet::Connect(address, options_.links);
     if (outlet.ok()) link = *std::move(outlet);
   }
   for (int a : plan.stages.back().assignments) {
@@ -559,7 +569,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
             " has none (streamed weights work with --type layer, pipeline and tensor)"));
       }
       experts.add_expert_endpoints(info.expert_endpoint);
-      experts.add_expert_local_endpoints(info.local_expert_endpoint);
+      experts.add_expert_link_endpoints(info.expert_link_endpoint);
       if (access_) experts.add_expert_curve_keys(CurveKeyOf(w.worker_id));
     }
   }
@@ -600,7 +610,7 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         assign->set_rank(static_cast<int32_t>(rank));
         for (const std::string& member : members) {
           assign->add_group_endpoints(workers_.at(member).reduce_endpoint);
-          assign->add_group_local_endpoints(workers_.at(member).local_reduce_endpoint);
+          assign->add_group_link_endpoints(workers_.at(member).reduce_link_endpoint);
           if (access_) assign->add_group_curve_keys(CurveKeyOf(member));
         }
         assign->set_reduction(plan.reduction == ReductionPath::kGatherBroadcast
@@ -613,11 +623,11 @@ absl::Status Coordinator::Deploy(const ShardPlan& plan) {
         const std::vector<std::string>& next = stage_members_[stage + 1];
         for (size_t j = rank; j < next.size(); j += members.size()) {
           assign->add_next_endpoints(workers_.at(next[j]).data_endpoint);
-          assign->add_next_local_endpoints(workers_.at(next[j]).local_endpoint);
+          assign->add_next_link_endpoints(workers_.at(next[j]).link_endpoint);
           if (access_) assign->add_next_curve_keys(CurveKeyOf(next[j]));
         }
       } else if (control_.inbox() != nullptr) {
-        assign->set_coordinator_local_endpoint(control_.inbox()->address());
+        assign->set_coordinator_link_endpoint(control_.inbox()->address());
       }
     }
     if (auto keys = inbound.find(id); keys != inbound.end()) {
@@ -767,7 +777,7 @@ void Coordinator::SendStep(uint64_t sequence_id, const PendingStep& step) {
   a->set_sent_at_us(absl::ToUnixMicros(absl::Now()));
   const std::vector<std::string>& first = stage_members_[0];
   for (size_t i = 0; i < first.size(); ++i) {
-    LocalOutlet* link = i < step_links_.size() ? step_links_[i].get() : nullptr;
+    LinkOutlet* link = i < step_links_.size() ? step_links_[i].get() : nullptr;
     if (link != nullptr && SendByLink(*link, envelope, {}, &link_header_, &link_frames_)) continue;
     Send(first[i], envelope);
   }

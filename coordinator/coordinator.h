@@ -31,7 +31,7 @@
 #include "proto/arrival_spin.h"
 #include "proto/channel.h"
 #include "proto/envelope_arena.h"
-#include "proto/local_link.h"
+#include "proto/link.h"
 #include "proto/shardrun.pb.h"
 
 namespace shardrun {
@@ -51,9 +51,9 @@ struct CoordinatorOptions {
   absl::Duration coordinator_timeout = absl::Seconds(10);
   // How the coordinator awaits logits (proto/arrival_spin.h); resolve kAuto before.
   PollMode poll = PollMode::kBlock;
-  // Pass token ids to the first stage and take logits from the last through shared memory
-  // when they run on this host (proto/local_link.h); never with access control.
-  bool local_links = true;
+  // Pass token ids to the first stage and take logits from the last by link (proto/link.h:
+  // shared memory on this host, TCP to another) rather than socket; never with access control.
+  LinkMode links = LinkMode::kAuto;
   // Registered workers kept out of the plan to replace a dead one at once.
   int spares = 0;
   // Recovery: how long to wait for a worker able to hold a lost shard before giving up on the
@@ -78,13 +78,13 @@ struct CoordinatorOptions {
 struct WorkerInfo {
   WorkerBudget budget;
   // Where it takes activations, partial sums (tensor parallelism) and expert requests, and
-  // the same-host links to each (proto/local_link.h; "" where it offers none).
+  // the links to each (proto/link.h; "" where it offers none).
   std::string data_endpoint;
-  std::string local_endpoint;
+  std::string link_endpoint;
   std::string reduce_endpoint;
-  std::string local_reduce_endpoint;
+  std::string reduce_link_endpoint;
   std::string expert_endpoint;
-  std::string local_expert_endpoint;
+  std::string expert_link_endpoint;
   // With CURVE: the transport key it connected with, which its peers must know (Assign).
   std::optional<auth::CurveKeyBytes> curve_key;
   std::string simd_level;
@@ -103,13 +103,14 @@ struct StageTimes {
   int64_t compute_us = 0;
   int64_t sync_us = 0;       // tensor parallelism: part of compute_us spent adding partial sums
   int64_t sync_bytes = 0;    // partial-sum bytes one member sent
-  int64_t sync_by_link = 0;  // partial sums rank 0 took through a local link
+  int64_t sync_by_link = 0;  // partial sums rank 0 took through a link
   // Latency of the hop into this stage, one sample per step: one-token (decode) steps, whose
   // hidden state is one row, and batched (prefill) steps apart, whose rows make it longer.
   LatencyWindow hop_us;
   int64_t batch_hops = 0;
   int64_t batch_hop_max_us = 0;
   int64_t local_link_hops = 0;        // of those, hops through shared memory (proto/local_link.h)
+  int64_t tcp_link_hops = 0;          // and through a TCP link (proto/tcp_link.h)
   std::vector<int64_t> expert_calls;  // expert plans: calls this stage sent to each plan worker
   int64_t decode_steps = 0;           // one-token steps, and their compute time (load balancing)
   int64_t decode_compute_us = 0;
@@ -251,10 +252,10 @@ class Coordinator {
   void SetPlan(const ShardPlan& plan);
   // Sends the activation of a step: tokens [pos0, pos0 + n) of the sequence's history.
   void SendStep(uint64_t sequence_id, const PendingStep& step);
-  // Files the logits of a step (any part of them) that arrived by socket or local link.
+  // Files the logits of a step (any part of them) that arrived by socket or link.
   void HandleLogits(const wire::Logits& logits, std::span<const uint8_t> frame);
-  // Local links to the first stage's members (in stage_members_[0] order; null: by socket).
-  std::vector<std::unique_ptr<LocalOutlet>> step_links_;
+  // Links to the first stage's members (in stage_members_[0] order; null: by socket).
+  std::vector<std::unique_ptr<LinkOutlet>> step_links_;
   std::string link_header_;         // a step's encoded envelope, reused
   std::vector<Frame> link_frames_;  // and its frames
   // By sequence. A flat hash map: a step's entry comes and goes without allocating.

@@ -304,6 +304,8 @@ if ! cmp -s "$logs/reference.out" "$logs/coordinator.out"; then
   fail "same ids but different text on stdout"
 fi
 n_ids=$(tr ',' '\n' <<<"$got" | wc -l)
+# How the hops went between the namespaces (by TCP link unless a run said --links none).
+grep -E '^(stage [0-9]+ \(|hop back)' "$logs/coordinator.err"
 echo "PASS: $workers workers ($stages stages) in separate network namespaces generated the same" \
   "$n_ids ids as a single process"
 exit 0

@@ -62,28 +62,29 @@ bool Channel::Receive(std::chrono::milliseconds timeout) {
   }
 }
 
-void Channel::AttachInbox(std::unique_ptr<LocalInbox> inbox) {
+void Channel::AttachInbox(std::unique_ptr<LinkInbox> inbox) {
   if (peer_filter_) {
-    spdlog::warn("{}: no local link on an authenticated channel", name_);
+    spdlog::warn("{}: no link on an authenticated channel", name_);
     return;
   }
   inbox_ = std::move(inbox);
 }
 
-void Channel::OpenInbox() {
-  absl::StatusOr<std::unique_ptr<LocalInbox>> inbox = LocalInbox::Create();
+void Channel::OpenInbox(LinkMode mode, const std::string& tcp_host) {
+  if (mode == LinkMode::kNone) return;
+  absl::StatusOr<std::unique_ptr<LinkInbox>> inbox = LinkInbox::Open(mode, tcp_host);
   if (!inbox.ok()) {
-    spdlog::warn("{}: no local link ({}); messages come by socket only", name_,
+    spdlog::warn("{}: no link ({}); messages come by socket only", name_,
                  std::string(inbox.status().message()));
     return;
   }
   AttachInbox(*std::move(inbox));
-  if (inbox_ != nullptr) spdlog::debug("{}: local link at {}", name_, inbox_->address());
+  if (inbox_ != nullptr) spdlog::debug("{}: links at {}", name_, inbox_->address());
 }
 
-void Channel::LinkTo(const std::string& address) {
-  if (address.empty()) return;
-  absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet = LocalOutlet::Connect(address);
+void Channel::LinkTo(const std::string& address, LinkMode mode) {
+  if (address.empty() || mode == LinkMode::kNone) return;
+  absl::StatusOr<std::unique_ptr<LinkOutlet>> outlet = LinkOutlet::Connect(address, mode);
   if (!outlet.ok()) {
     spdlog::warn("{}: {}", name_, std::string(outlet.status().message()));
     return;
@@ -116,7 +117,7 @@ bool Channel::ReceiveLocal() {
     sender_.clear();
     sender_user_id_.clear();
     sender_access_ = PeerAccess::kFull;
-    last_from_link_ = true;
+    last_link_ = inbox_->kind();
     const absl::Status status = DecodeMessageInto(frames_, limits_, &received_.Fresh(), &tensors_);
     stats_.Count(status);
     if (status.ok()) return true;
@@ -135,7 +136,7 @@ bool Channel::ReceiveOne() {
   }
   if (parts_.empty()) return false;
   size_t first = 0;
-  last_from_link_ = false;
+  last_link_ = LinkKind::kSocket;
   sender_.clear();
   if (type_ == zmq::socket_type::router) {
     sender_ = parts_[0].to_string();

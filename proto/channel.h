@@ -21,7 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/envelope_arena.h"
-#include "proto/local_link.h"
+#include "proto/link.h"
 #include "proto/message_codec.h"
 #include "proto/shardrun.pb.h"
 #include "zmq.hpp"
@@ -69,8 +69,9 @@ class Channel {
   // The ZAP User-Id of the last message's connection (with CURVE, the peer's public key in
   // Z85); empty without authentication.
   const std::string& sender_user_id() const { return sender_user_id_; }
-  // Whether the last message came through the local link (not the socket).
-  bool last_from_link() const { return last_from_link_; }
+  // Whether the last message came through a link (not the socket), and which.
+  bool last_from_link() const { return last_link_ != LinkKind::kSocket; }
+  LinkKind last_link() const { return last_link_; }
   // Whether the last message came from a peer the filter heard only for its handshake.
   bool sender_handshake_only() const { return sender_access_ == PeerAccess::kHandshakeOnly; }
 
@@ -82,27 +83,29 @@ class Channel {
   // Installs the filter every received message passes before it is decoded (none: all are).
   void set_peer_filter(PeerFilter filter) { peer_filter_ = std::move(filter); }
 
-  // ---- The same-host fast path (proto/local_link.h) --------------------------------------
+  // ---- Links: the fast paths beside the socket (proto/link.h) ------------------------------
   // Messages that arrive through `inbox` are received as if by the socket (only on a channel
-  // without a peer filter: a local link carries no transport identity to check).
-  void AttachInbox(std::unique_ptr<LocalInbox> inbox);
-  // The same with an inbox of its own; when none can be made, says why (the socket then
-  // carries everything).
-  void OpenInbox();
-  const LocalInbox* inbox() const { return inbox_.get(); }
-  // Sends through `outlet` whenever it can, by the socket otherwise.
-  void AttachOutlet(std::unique_ptr<LocalOutlet> outlet) { outlet_ = std::move(outlet); }
-  // The same towards the inbox at `address` ("local:<name>"; empty: none).
-  void LinkTo(const std::string& address);
-  const LocalOutlet* outlet() const { return outlet_.get(); }
+  // without a peer filter: a link carries no transport identity to check).
+  void AttachInbox(std::unique_ptr<LinkInbox> inbox);
+  // The same with an inbox of its own offering what `mode` allows (a TCP link reached at
+  // `tcp_host`, where not empty); when none can be made, says why (the socket then carries
+  // everything).
+  void OpenInbox(LinkMode mode, const std::string& tcp_host);
+  const LinkInbox* inbox() const { return inbox_.get(); }
+  // Sends through the inbox at `address` (LinkInbox::address; empty: none) by the links
+  // `mode` allows, whenever it can, by the socket otherwise.
+  void LinkTo(const std::string& address, LinkMode mode);
+  LinkOutlet* outlet() { return outlet_.get(); }
+  // Whether the outlet's link is settled (LinkOutlet::settled; true without one).
+  bool LinkSettled() { return outlet_ == nullptr || outlet_->settled(); }
   // For a caller that polls several channels: the socket, then the inbox's descriptors...
   void AppendPollItems(std::vector<zmq::pollitem_t>* items);
   // ...false when a message already waits in the inbox (then do not sleep in the poll)...
   bool PrepareToSleep() { return inbox_ == nullptr || inbox_->PrepareToSleep(); }
   // ...and after the poll, those items with their revents (serves the inbox).
   void Polled(std::span<const zmq::pollitem_t> items);
-  // Whether a message waits in the inbox (no system call: a spinning loop's check).
-  bool HasLocalMessage() const { return inbox_ != nullptr && inbox_->HasMessage(); }
+  // Whether a message may be taken from the inbox now (no system call: a spinning loop's check).
+  bool HasLinkMessage() const { return inbox_ != nullptr && inbox_->HasMessage(); }
 
   // Counts a message the caller received but could not use in its current state.
   void DropUnexpected(const std::string& why);
@@ -130,11 +133,11 @@ class Channel {
   std::string sender_;
   std::string sender_user_id_;
   PeerAccess sender_access_ = PeerAccess::kFull;
-  bool last_from_link_ = false;
+  LinkKind last_link_ = LinkKind::kSocket;
   PeerFilter peer_filter_;
   std::string pending_connect_;  // see ConnectOnFirstSend
-  std::unique_ptr<LocalInbox> inbox_;
-  std::unique_ptr<LocalOutlet> outlet_;
+  std::unique_ptr<LinkInbox> inbox_;
+  std::unique_ptr<LinkOutlet> outlet_;
   std::vector<Frame> send_frames_;       // an outgoing message's frames, reused
   std::vector<zmq::pollitem_t> polled_;  // Receive's poll items, reused
   uint64_t drops_logged_ = 0;

@@ -428,16 +428,4 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
   return true;
 }
 
-bool SendByLink(LocalOutlet& outlet, const wire::Envelope& envelope,
-                std::span<const std::span<const uint8_t>> tensors, std::string* header,
-                std::vector<Frame>* frames) {
-  // Not up yet: take the ring if it has arrived (a TrySend of nothing does only that), so
-  // that nothing is encoded for a link that cannot carry it.
-  if (!outlet.up()) outlet.TrySend({});
-  if (!outlet.up()) return false;
-  if (!EncodeEnvelope(envelope, header).ok()) return false;
-  MakeFrames(*header, tensors, frames);
-  return outlet.TrySend(*frames);
-}
-
 }  // namespace shardrun

@@ -50,7 +50,7 @@ class LocalInbox {
   LocalInbox(const LocalInbox&) = delete;
   LocalInbox& operator=(const LocalInbox&) = delete;
 
-  // "local:<name>": what senders connect to (Hello.local_endpoint).
+  // "local:<name>": what senders connect to (within Hello.link_endpoint: proto/link.h).
   const std::string& address() const { return address_; }
 
   // The descriptors to poll for input: the listening socket and each sender's doorbell.
@@ -110,6 +110,8 @@ class LocalOutlet {
 
   // Whether the ring has arrived (and the link not failed since).
   bool up() const { return ring_ != nullptr; }
+  // Whether the link has failed for good (no inbox there, no ring given, the receiver gone).
+  bool failed() const { return fd_ < 0; }
 
  private:
   LocalOutlet() = default;
@@ -124,12 +126,6 @@ class LocalOutlet {
   uint64_t head_ = 0;      // bytes written (only we write the ring's copy)
   std::string address_;
 };
-
-// Encodes `envelope` (into `header`, reused) and sends it with `tensors` through `outlet`;
-// false when the link cannot take it now (the caller sends by socket).
-bool SendByLink(LocalOutlet& outlet, const wire::Envelope& envelope,
-                std::span<const std::span<const uint8_t>> tensors, std::string* header,
-                std::vector<Frame>* frames);
 
 }  // namespace shardrun
 

@@ -137,12 +137,19 @@ struct TcpInbox::Connection {
 };
 
 absl::StatusOr<std::unique_ptr<TcpInbox>> TcpInbox::Listen(const std::string& host) {
-  absl::StatusOr<addrinfo*> found = Resolve(host, "0");
-  if (!found.ok()) return found.status();
   sockaddr_storage address{};
-  std::memcpy(&address, (*found)->ai_addr, (*found)->ai_addrlen);
-  const socklen_t length = (*found)->ai_addrlen;
-  freeaddrinfo(*found);
+  socklen_t length = sizeof(sockaddr_in);
+  if (host == "*") {
+    auto* any = reinterpret_cast<sockaddr_in*>(&address);
+    any->sin_family = AF_INET;
+    any->sin_addr.s_addr = htonl(INADDR_ANY);
+  } else {
+    absl::StatusOr<addrinfo*> found = Resolve(host, "0");
+    if (!found.ok()) return found.status();
+    std::memcpy(&address, (*found)->ai_addr, (*found)->ai_addrlen);
+    length = (*found)->ai_addrlen;
+    freeaddrinfo(*found);
+  }
   const int family = address.ss_family;
   // Peers on other hosts reach a non-loopback host's address: listen on every interface, as
   // the ZeroMQ sockets beside it do.

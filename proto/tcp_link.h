@@ -43,7 +43,8 @@ class TcpInbox {
  public:
   // Listens on a fresh port of `host` (an IPv4 or IPv6 address or a name that resolves to
   // one): on loopback when `host` is loopback, on every interface otherwise, so that peers on
-  // other hosts reach it at `host`.
+  // other hosts reach it at `host`. "*": on every interface, the address saying "tcp:*:<port>"
+  // (a sender puts in the host it knows us by: proto/link.h's LinkAddressFor).
   static absl::StatusOr<std::unique_ptr<TcpInbox>> Listen(const std::string& host);
   ~TcpInbox();
   TcpInbox(const TcpInbox&) = delete;

@@ -448,14 +448,14 @@ TEST_F(AuthClusterTest, NoPlaintextOnTheWireWithCurve) {
   EXPECT_THAT(curve, HasSubstr("CURVE"));  // the ZMTP greeting names the mechanism
 
   // The same run without keys shows all of it, so the checks above can fail (by socket: a
-  // local link would take the logits off the wire).
+  // link would take the logits off this connection).
   port = FreePort();
-  std::vector<std::string> plain_coordinator = {"coordinator", "--listen", Endpoint(port),
-                                                "--shards",    "1",        "--no-local-link"};
+  std::vector<std::string> plain_coordinator = {
+      "coordinator", "--listen", Endpoint(port), "--shards", "1", "--links", "none"};
   for (const std::string& a : Generation(20)) plain_coordinator.push_back(a);
   const std::string plain = CaptureRun(plain_coordinator,
                                        {"worker", "--connect", Endpoint(port), "--id", marker,
-                                        "--model", Model(), "--no-local-link"},
+                                        "--model", Model(), "--links", "none"},
                                        port);
   EXPECT_THAT(plain, HasSubstr(marker));
   EXPECT_THAT(plain, HasSubstr(hash));

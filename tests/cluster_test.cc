@@ -107,33 +107,37 @@ INSTANTIATE_TEST_SUITE_P(Shards, LayerClusterTest,
                            return absl::StrCat(info.param.shards, "_shards_", info.index);
                          });
 
-// A coordinator and workers on one host pass token ids, activations and logits through shared
-// memory (proto/local_link.h) unless told not to; the tokens are the same either way.
-TEST(ClusterTest, LocalLinksCarryTheHopsBetweenStagesAndChangeNothing) {
+// A coordinator and workers pass token ids, activations and logits by link (proto/link.h):
+// through shared memory on one host, by TCP links with --links tcp (as between hosts), by the
+// ZeroMQ sockets alone with --links none; the tokens are the same every way.
+TEST(ClusterTest, LinksCarryTheHopsBetweenStagesAndChangeNothing) {
   const CommandResult want = SingleProcess();
   ASSERT_EQ(want.exit_code, 0) << want.err;
-  for (const bool links : {true, false}) {
+  for (const std::string links : {"auto", "tcp", "none"}) {
     // The plan stays put (a busy machine could move the layer split mid-run).
-    std::vector<std::string> args = {"--shards",     "3",   "--type",        "layer",
-                                     "--worker-mem", "64M", "--no-rebalance"};
-    if (!links) args.push_back("--no-local-link");
+    std::vector<std::string> args = {"--shards",     "3",   "--type",         "layer",
+                                     "--worker-mem", "64M", "--no-rebalance", "--links",
+                                     links};
     for (const std::string& a : GenerationArgs()) args.push_back(a);
     const CommandResult got = RunShardrun(args);
     ASSERT_EQ(got.exit_code, 0) << got.err;
     ExpectSameGeneration(got, want);
     // Every stage hears from its predecessor (stage 0 from the coordinator) by link, all but
-    // the first message or so (sent before the ring was handed over).
+    // the first message or so (sent before the link was up).
+    const std::string marker = links == "tcp" ? " by TCP link" : " by local link";
     for (const int stage : {0, 1, 2}) {
       const std::string prefix = absl::StrCat("stage ", stage, " (");
       const size_t at = got.err.find(prefix);
       ASSERT_NE(at, std::string::npos) << got.err;
       const std::string line = got.err.substr(at, got.err.find('\n', at) - at);
-      const size_t by = line.find(" by local link)");
-      if (!links) {
+      EXPECT_EQ(line.find(links == "tcp" ? " by local link" : " by TCP link"), std::string::npos)
+          << links << ": " << line;
+      const size_t by = line.find(marker);
+      if (links == "none") {
         EXPECT_EQ(by, std::string::npos) << line;
         continue;
       }
-      ASSERT_NE(by, std::string::npos) << line;
+      ASSERT_NE(by, std::string::npos) << links << ": " << line;
       const size_t open = line.rfind('(', by);
       const int hops = std::stoi(line.substr(open + 1, by - open - 1));
       EXPECT_GE(hops, 190) << line;  // of 200 and the prompt's steps

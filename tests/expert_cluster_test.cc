@@ -54,11 +54,14 @@ TEST(ExpertClusterTest, TwoAndFourShardsEqualSingleProcess) {
     const std::string model = SharedPath(std::string("models/") + name);
     const std::string want = SingleProcessIds(model);
     ASSERT_FALSE(want.empty());
-    // Requests and replies through local links (the default) and, at 2 shards, by socket only.
-    for (const char* shards : {"2", "4", "2 by socket"}) {
+    // Requests and replies through shared-memory links (the default) and, at 2 shards, by TCP
+    // links and by socket only.
+    for (const char* shards : {"2", "4", "2 by tcp", "2 by socket"}) {
       std::vector<std::string> flags = {"--shards", std::string(shards).substr(0, 1),
                                         "--worker-threads", "1,2"};
-      if (std::string(shards).ends_with("by socket")) flags.push_back("--no-local-link");
+      if (std::string(shards).ends_with("by tcp")) flags.insert(flags.end(), {"--links", "tcp"});
+      if (std::string(shards).ends_with("by socket"))
+        flags.insert(flags.end(), {"--links", "none"});
       const CommandResult got = ExpertRun(model, flags);
       ASSERT_EQ(got.exit_code, 0) << got.err;
       EXPECT_EQ(absl::StrJoin(IdsAfter(got.err, "generated_ids"), ","), want)

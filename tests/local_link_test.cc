@@ -1,6 +1,6 @@
 // The same-host link of proto/local_link.h: messages through its ring in order (across the
 // ring's end), the fallbacks (too big, full, no inbox, receiver gone), the doorbell that wakes
-// a sleeping receiver, a ring written by a hostile sender, and a Channel that uses a link.
+// a sleeping receiver, and a ring written by a hostile sender.
 #include "proto/local_link.h"
 
 #include <sys/mman.h>
@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "proto/channel.h"
 
 namespace shardrun {
 namespace {
@@ -269,45 +268,6 @@ TEST(LocalLinkTest, AGarbledRingIsDroppedNeverReadOutOfBounds) {
     close(fd);
   }
   EXPECT_GT(dropped, 100);  // most garbage is caught (the rest: frames within the ring)
-}
-
-TEST(LocalLinkTest, AChannelTakesMessagesFromItsLinkAndItsSocket) {
-  zmq::context_t context;
-  Channel in(context, zmq::socket_type::pull, "in");
-  in.socket().bind("tcp://127.0.0.1:0");
-  const std::string endpoint = in.socket().get(zmq::sockopt::last_endpoint);
-  auto inbox = LocalInbox::Create();
-  ASSERT_TRUE(inbox.ok());
-  const std::string address = (*inbox)->address();
-  in.AttachInbox(*std::move(inbox));
-  Channel out(context, zmq::socket_type::push, "out");
-  out.ConnectOnFirstSend(endpoint);
-  auto outlet = LocalOutlet::Connect(address);
-  ASSERT_TRUE(outlet.ok());
-  out.AttachOutlet(*std::move(outlet));
-
-  wire::Envelope envelope;
-  wire::Activation* a = StartActivation(&envelope);
-  a->set_sequence_id(9);
-  a->set_n_tokens(1);
-  SetTensorFrame(wire::ACTIVATION_F32, 1, 64, a->mutable_hidden());
-  std::vector<float> hidden(64);
-  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] = 0.5f * static_cast<float>(i);
-  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(hidden.data()),
-                                       hidden.size() * sizeof(float));
-  // The first message goes by socket (the ring is not there yet); later ones by the link once
-  // the receiving channel has served its inbox.
-  for (int step = 1; step <= 20; ++step) {
-    a->set_step(static_cast<uint64_t>(step));
-    ASSERT_TRUE(out.Send(envelope, {&bytes, 1}).ok());
-    ASSERT_TRUE(in.Receive(std::chrono::milliseconds(5000))) << "step " << step;
-    EXPECT_EQ(in.envelope().activation().step(), static_cast<uint64_t>(step));
-    ASSERT_EQ(in.tensors().size(), 1u);
-    EXPECT_EQ(std::memcmp(in.tensors()[0].data(), hidden.data(), bytes.size()), 0);
-  }
-  EXPECT_TRUE(out.outlet()->up());
-  EXPECT_EQ(in.inbox()->senders(), 1);
-  EXPECT_EQ(in.stats().dropped(), 0u);
 }
 
 }  // namespace

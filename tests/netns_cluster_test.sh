@@ -54,6 +54,13 @@ if ((rc == 77)); then
 fi
 ((rc == 0)) || fail "3-worker run: exit status $rc, expected 0"
 grep -q '^PASS: 3 workers (' <<<"$out" || fail "3-worker run: no PASS line"
+# Shared memory cannot cross namespaces: every stage heard its predecessor by TCP link (all but
+# perhaps a first message sent before the link was up), none by local link.
+while IFS= read -r line; do
+  [[ $line == *" by TCP link)"* ]] || fail "3-worker run: a stage without TCP link hops: $line"
+  [[ $line != *"by local link"* ]] || fail "3-worker run: a local link across namespaces: $line"
+done < <(grep '^stage [0-9]* (' <<<"$out")
+grep -q '^stage 2 (' <<<"$out" || fail "3-worker run: no stage lines"
 check_left_behind pass "$out"
 
 # 2. Workers that cannot hold the model: the plan fails with every process up, and the script

@@ -67,10 +67,9 @@ TEST_P(TensorClusterTest, EqualsSingleProcess) {
   // The plan split the layers, the group reported its reductions, and nobody outlived the run.
   EXPECT_NE(got.err.find("tensor plan"), std::string::npos) << got.err;
   EXPECT_NE(got.err.find("tensor-parallel group of"), std::string::npos) << got.err;
-  // On one host the partial sums go through shared memory, unless told not to.
-  const bool links = std::find(c.flags.begin(), c.flags.end(), "--no-local-link") == c.flags.end();
-  EXPECT_EQ(got.err.find("partial sums taken by local link") != std::string::npos, links)
-      << got.err;
+  // The partial sums go by link (shared memory on one host, or TCP), unless told not to.
+  const bool links = std::find(c.flags.begin(), c.flags.end(), "none") == c.flags.end();
+  EXPECT_EQ(got.err.find("partial sums taken by link") != std::string::npos, links) << got.err;
   const std::vector<int> pids = RegisteredWorkerPids(got.err);
   ASSERT_EQ(pids.size(), static_cast<size_t>(c.workers)) << got.err;
   EXPECT_EQ(std::set<int>(pids.begin(), pids.end()).size(), pids.size());
@@ -91,11 +90,13 @@ INSTANTIATE_TEST_SUITE_P(
             3},
         // Q8_0 matrices: KV heads go in pairs (two heads are one block of attn_output).
         TensorCase{"stories260K-q8_0.gguf", {"--shards", "3", "--worker-threads", "1,2,1"}, 3},
-        // Everything by socket (proto/local_link.h off), both reduction paths.
-        TensorCase{"stories260K.bin", {"--shards", "3", "--no-local-link"}, 3},
+        // Partial sums by TCP link (as between hosts).
+        TensorCase{"stories260K.bin", {"--shards", "3", "--links", "tcp"}, 3},
+        // Everything by socket (proto/link.h off), both reduction paths.
+        TensorCase{"stories260K.bin", {"--shards", "3", "--links", "none"}, 3},
         TensorCase{
             "stories260K.bin",
-            {"--shards", "4", "--tp", "2", "--reduction", "gather-broadcast", "--no-local-link"},
+            {"--shards", "4", "--tp", "2", "--reduction", "gather-broadcast", "--links", "none"},
             4}),
     [](const auto& info) { return absl::StrCat("case_", info.index); });
 

@@ -19,11 +19,12 @@ ExpertClient::ExpertClient(zmq::context_t& context, const std::string& name,
 
 absl::StatusOr<std::unique_ptr<ExpertClient>> ExpertClient::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host, const PeerSecurity& security, bool local_links) {
+    const std::string& advertise_host, const PeerSecurity& security, LinkMode links) {
   std::unique_ptr<ExpertClient> c(new ExpertClient(context, name, security));
   if (absl::Status s = security.SecureServer(c->in_); !s.ok()) return s;
-  c->local_links_ = local_links && !security.enabled();
-  if (c->local_links_) c->in_.OpenInbox();
+  // Links carry no transport identity: none beside CURVE.
+  c->links_ = security.enabled() ? LinkMode::kNone : links;
+  c->in_.OpenInbox(c->links_, advertise_host.empty() ? "127.0.0.1" : advertise_host);
   try {
     c->in_.socket().bind(bind);
     std::string bound = c->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -46,9 +47,9 @@ absl::Status ExpertClient::Configure(const wire::Assign& assign, ExpertBank* ban
   endpoints_.assign(assign.expert_endpoints().begin(), assign.expert_endpoints().end());
   curve_keys_.assign(assign.expert_curve_keys().begin(), assign.expert_curve_keys().end());
   curve_keys_.resize(endpoints_.size());  // none without CURVE
-  local_endpoints_.assign(assign.expert_local_endpoints().begin(),
-                          assign.expert_local_endpoints().end());
-  local_endpoints_.resize(endpoints_.size());
+  link_endpoints_.assign(assign.expert_link_endpoints().begin(),
+                         assign.expert_link_endpoints().end());
+  link_endpoints_.resize(endpoints_.size());
   peers_.clear();
   peers_.resize(endpoints_.size());
   pending_.assign(endpoints_.size(), Pending());
@@ -91,7 +92,7 @@ Channel* ExpertClient::Peer(int worker) {
       spdlog::error("{}: cannot connect to {}: {}", name_, endpoints_[worker], e.what());
       return nullptr;
     }
-    if (local_links_) channel->LinkTo(local_endpoints_[worker]);
+    if (links_ != LinkMode::kNone) channel->LinkTo(link_endpoints_[worker], links_);
     peers_[worker] = std::move(channel);
   }
   return peers_[worker].get();

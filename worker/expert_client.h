@@ -31,18 +31,16 @@ class ExpertClient : public ExpertDispatcher {
  public:
   // Binds the expert socket on `bind`; `advertise_host` replaces the bound address in
   // endpoint() (empty: as bound). `security` (CURVE or not) must outlive the client.
-  // With `local_links` (and no CURVE), workers on one host pass requests and replies through
-  // shared memory (proto/local_link.h).
+  // Unless `links` is kNone (or CURVE is on), workers pass requests and replies through links
+  // (proto/link.h): shared memory on one host, TCP between hosts.
   static absl::StatusOr<std::unique_ptr<ExpertClient>> Create(
       zmq::context_t& context, const std::string& name, const std::string& bind,
-      const std::string& advertise_host, const PeerSecurity& security, bool local_links);
+      const std::string& advertise_host, const PeerSecurity& security, LinkMode links);
 
   const std::string& endpoint() const { return endpoint_; }
-  // Where same-host peers reach it by local link (Hello.local_expert_endpoint), or "".
-  std::string local_endpoint() const {
-    return in_.inbox() != nullptr ? in_.inbox()->address() : "";
-  }
-  // What the worker's loop polls (the socket and the local link) while idle.
+  // Where peers reach it by link (Hello.expert_link_endpoint), or "".
+  std::string link_endpoint() const { return in_.inbox() != nullptr ? in_.inbox()->address() : ""; }
+  // What the worker's loop polls (the socket and the links) while idle.
   Channel& channel() { return in_; }
 
   // Takes the expert map of `assign`; `bank` (may be null) holds this worker's experts and
@@ -85,12 +83,12 @@ class ExpertClient : public ExpertDispatcher {
   int self_ = 0;
   absl::Duration deadline_ = absl::Seconds(30);
   int n_experts_ = 0;
-  std::vector<std::vector<int>> holders_;     // [layer * n_experts + expert] -> plan workers
-  std::vector<uint32_t> turn_;                // next replica to use, per expert
-  std::vector<std::string> endpoints_;        // expert endpoint of each plan worker
-  std::vector<std::string> curve_keys_;       // their transport keys (with CURVE)
-  std::vector<std::string> local_endpoints_;  // their local links ("" where none)
-  bool local_links_ = false;
+  std::vector<std::vector<int>> holders_;    // [layer * n_experts + expert] -> plan workers
+  std::vector<uint32_t> turn_;               // next replica to use, per expert
+  std::vector<std::string> endpoints_;       // expert endpoint of each plan worker
+  std::vector<std::string> curve_keys_;      // their transport keys (with CURVE)
+  std::vector<std::string> link_endpoints_;  // their links ("" where none)
+  LinkMode links_ = LinkMode::kNone;
   std::vector<std::unique_ptr<Channel>> peers_;  // connected on first use
   std::vector<int64_t> call_counts_;
 

@@ -19,11 +19,12 @@ PartialSumExchange::PartialSumExchange(zmq::context_t& context, const std::strin
 
 absl::StatusOr<std::unique_ptr<PartialSumExchange>> PartialSumExchange::Create(
     zmq::context_t& context, const std::string& name, const std::string& bind,
-    const std::string& advertise_host, const PeerSecurity& security, bool local_links) {
+    const std::string& advertise_host, const PeerSecurity& security, LinkMode links) {
   std::unique_ptr<PartialSumExchange> x(new PartialSumExchange(context, name, security));
   if (absl::Status s = security.SecureServer(x->in_); !s.ok()) return s;
-  x->local_links_ = local_links && !security.enabled();
-  if (x->local_links_) x->in_.OpenInbox();
+  // Links carry no transport identity: none beside CURVE.
+  x->links_ = security.enabled() ? LinkMode::kNone : links;
+  x->in_.OpenInbox(x->links_, advertise_host.empty() ? "127.0.0.1" : advertise_host);
   try {
     x->in_.socket().bind(bind);
     std::string bound = x->in_.socket().get(zmq::sockopt::last_endpoint);
@@ -82,8 +83,8 @@ absl::Status PartialSumExchange::Configure(const wire::Assign& assign, int dim,
     }
     // Not before the first reduction: by then rank r admits this worker's key.
     channel->ConnectOnFirstSend(assign.group_endpoints(r));
-    if (local_links_ && r < assign.group_local_endpoints_size()) {
-      channel->LinkTo(assign.group_local_endpoints(r));
+    if (links_ != LinkMode::kNone && r < assign.group_link_endpoints_size()) {
+      channel->LinkTo(assign.group_link_endpoints(r), links_);
     }
     out_[r] = std::move(channel);
   }

@@ -33,24 +33,22 @@ namespace shardrun {
 struct ReductionStats {
   int64_t wait_us = 0;
   int64_t bytes_sent = 0;
-  int64_t received_by_link = 0;  // partial sums that came through a local link
+  int64_t received_by_link = 0;  // partial sums that came through a link (proto/link.h)
 };
 
 class PartialSumExchange : public PartialSumReducer {
  public:
   // Binds the reduce socket on `bind` ("tcp://127.0.0.1:0", ...); `advertise_host` replaces
   // the bound address in endpoint() (empty: as bound). `security` (CURVE or not) must outlive
-  // the exchange. With `local_links` (and no CURVE), members on one host exchange their
-  // partial sums through shared memory (proto/local_link.h).
+  // the exchange. Unless `links` is kNone (or CURVE is on), members pass their partial sums
+  // through links (proto/link.h): shared memory on one host, TCP between hosts.
   static absl::StatusOr<std::unique_ptr<PartialSumExchange>> Create(
       zmq::context_t& context, const std::string& name, const std::string& bind,
-      const std::string& advertise_host, const PeerSecurity& security, bool local_links);
+      const std::string& advertise_host, const PeerSecurity& security, LinkMode links);
 
   const std::string& endpoint() const { return endpoint_; }
-  // Where same-host peers reach it by local link (Hello.local_reduce_endpoint), or "".
-  std::string local_endpoint() const {
-    return in_.inbox() != nullptr ? in_.inbox()->address() : "";
-  }
+  // Where peers reach it by link (Hello.reduce_link_endpoint), or "".
+  std::string link_endpoint() const { return in_.inbox() != nullptr ? in_.inbox()->address() : ""; }
   zmq::socket_t& socket() { return in_.socket(); }
 
   // Joins the group of `assign` (rank, peers, path) for vectors of up to max_batch x dim.
@@ -75,7 +73,7 @@ class PartialSumExchange : public PartialSumReducer {
   zmq::context_t& context_;
   std::string name_;
   const PeerSecurity& security_;
-  bool local_links_ = false;
+  LinkMode links_ = LinkMode::kNone;
   Channel in_;
   std::string endpoint_;
   int rank_ = 0;

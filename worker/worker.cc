@@ -50,14 +50,6 @@ std::string HostName() {
   return name;
 }
 
-// The host part of "tcp://host:port".
-std::string EndpointHost(const std::string& endpoint) {
-  std::string rest = endpoint;
-  if (const size_t p = rest.find("://"); p != std::string::npos) rest = rest.substr(p + 3);
-  if (const size_t p = rest.rfind(':'); p != std::string::npos) rest = rest.substr(0, p);
-  return rest;
-}
-
 class WorkerLoop {
  public:
   WorkerLoop(const WorkerOptions& options, const std::atomic<bool>* stop)
@@ -78,9 +70,11 @@ class WorkerLoop {
   // --wait-coordinator: back to the state before registration, asking again.
   void ForgetCoordinator(const std::string& why);
   absl::Status HandleControl();
-  // Whether messages to and from peers on this host may go by local link: asked for, and no
-  // CURVE (a link is not authenticated beyond the peer's user id).
-  bool LocalLinks() const { return options_.local_links && !security_->enabled(); }
+  // Which links messages to and from peers may take: as asked for, none with CURVE (a link
+  // carries no transport identity to authenticate).
+  LinkMode Links() const { return security_->enabled() ? LinkMode::kNone : options_.links; }
+  // Whether every link to the next stage and to the coordinator is up or given up on.
+  bool LinksSettled();
   void HandleActivation(Channel& in);
   absl::Status HandleAssign(const wire::Assign& assign);
   // A worker without the model file: asks for the ranges its cache lacks...
@@ -108,12 +102,13 @@ class WorkerLoop {
   std::unique_ptr<HandshakeMonitor> handshakes_;  // of control_
   Channel data_in_;
   std::vector<std::unique_ptr<Channel>> next_;  // the next stage's members this worker feeds
-  // The last stage on the coordinator's host: logits go through shared memory.
-  std::unique_ptr<LocalOutlet> coordinator_link_;
-  std::string link_header_;                     // logits' encoded envelope, reused
-  std::vector<Frame> link_frames_;              // and its frames
-  std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
-  std::unique_ptr<ExpertClient> experts_;       // expert plans: experts on other workers
+  // The last stage: logits go by link where the coordinator offers one.
+  std::unique_ptr<LinkOutlet> coordinator_link_;
+  absl::Time links_settle_by_ = absl::InfinitePast();  // until when to await new links
+  std::string link_header_;                            // logits' encoded envelope, reused
+  std::vector<Frame> link_frames_;                     // and its frames
+  std::unique_ptr<PartialSumExchange> reduce_;         // tensor parallelism: the stage's group
+  std::unique_ptr<ExpertClient> experts_;              // expert plans: experts on other workers
   std::string data_endpoint_;
   std::unique_ptr<ModelFile> model_;
   Sha256 model_hash_{};
@@ -230,19 +225,18 @@ absl::Status WorkerLoop::Setup() {
           "--advertise HOST is required when the coordinator is not on this host (the address "
           "other workers use to reach this one)");
     }
-    data_endpoint_ = absl::StrCat("tcp://", loopback ? "127.0.0.1" : host, ":", port);
+    const bool v6 = !loopback && host.find(':') != std::string::npos;
+    data_endpoint_ = absl::StrCat("tcp://", v6 ? "[" : "", loopback ? "127.0.0.1" : host,
+                                  v6 ? "]" : "", ":", port);
     spdlog::info("worker {}: activations arrive at {}", options_.id, data_endpoint_);
-    if (LocalLinks()) {
-      // Same-host predecessors skip the socket (one wake per hop instead of three).
-      data_in_.OpenInbox();
-    }
-    auto reduce =
-        PartialSumExchange::Create(context_, "worker " + options_.id, bind, loopback ? "" : host,
-                                   *security_, options_.local_links);
+    // Predecessors send by link: one wake per hop instead of three, none for a spinning loop.
+    data_in_.OpenInbox(Links(), loopback ? "127.0.0.1" : host);
+    auto reduce = PartialSumExchange::Create(context_, "worker " + options_.id, bind,
+                                             loopback ? "" : host, *security_, options_.links);
     if (!reduce.ok()) return reduce.status();
     reduce_ = *std::move(reduce);
     auto experts = ExpertClient::Create(context_, "worker " + options_.id, bind,
-                                        loopback ? "" : host, *security_, options_.local_links);
+                                        loopback ? "" : host, *security_, options_.links);
     if (!experts.ok()) return experts.status();
     experts_ = *std::move(experts);
     experts_->set_before_serve([this](uint64_t request) {
@@ -279,9 +273,9 @@ void WorkerLoop::SendHello() {
   caps->set_has_model_file(!options_.model_path.empty());
   if (!options_.model_path.empty()) hello->set_model_hash(model_hash_.data(), model_hash_.size());
   hello->set_data_endpoint(data_endpoint_);
-  if (data_in_.inbox() != nullptr) hello->set_local_endpoint(data_in_.inbox()->address());
-  hello->set_local_reduce_endpoint(reduce_->local_endpoint());
-  hello->set_local_expert_endpoint(experts_->local_endpoint());
+  if (data_in_.inbox() != nullptr) hello->set_link_endpoint(data_in_.inbox()->address());
+  hello->set_reduce_link_endpoint(reduce_->link_endpoint());
+  hello->set_expert_link_endpoint(experts_->link_endpoint());
   hello->set_reduce_endpoint(reduce_->endpoint());
   hello->set_expert_endpoint(experts_->endpoint());
   hello_ = *hello;
@@ -477,18 +471,22 @@ absl::Status WorkerLoop::LoadShard(const wire::Assign& assign) {
     }
     // Not before the first activation: by then the next stage admits this worker's key.
     channel->ConnectOnFirstSend(endpoint);
-    if (LocalLinks() && i < assign.next_local_endpoints_size()) {
+    if (Links() != LinkMode::kNone && i < assign.next_link_endpoints_size()) {
       // Made now, up by the first activation (the next stage's loop hands over the ring).
-      channel->LinkTo(assign.next_local_endpoints(i));
+      channel->LinkTo(assign.next_link_endpoints(i), Links());
     }
     next_.push_back(std::move(channel));
   }
   coordinator_link_.reset();
-  if (shard_->slice().head && !assign.coordinator_local_endpoint().empty() && LocalLinks()) {
-    absl::StatusOr<std::unique_ptr<LocalOutlet>> outlet =
-        LocalOutlet::Connect(assign.coordinator_local_endpoint());
+  if (shard_->slice().head && !assign.coordinator_link_endpoint().empty() &&
+      Links() != LinkMode::kNone) {
+    // A coordinator listening on every interface names no host: the one we reached it at.
+    absl::StatusOr<std::unique_ptr<LinkOutlet>> outlet = LinkOutlet::Connect(
+        LinkAddressFor(assign.coordinator_link_endpoint(), EndpointHost(options_.connect)),
+        Links());
     if (outlet.ok()) coordinator_link_ = *std::move(outlet);
   }
+  links_settle_by_ = absl::Now() + absl::Seconds(2);
   out_.Clear();
   out_.set_protocol_version(wire::PROTOCOL_VERSION);
   out_.mutable_load_progress()->set_plan_id(assign.plan_id());
@@ -646,7 +644,8 @@ void WorkerLoop::HandleActivation(Channel& in) {
     t->set_sync_bytes(sync.bytes_sent);
     t->set_sync_by_link(sync.received_by_link);
     t->set_rank(assign.rank());
-    t->set_local_link(in.last_from_link());
+    t->set_local_link(in.last_link() == LinkKind::kSharedMemory);
+    t->set_tcp_link(in.last_link() == LinkKind::kTcp);
     if (assign.expert_map_size() > 0) {
       experts_->TakeCallCounts(t->mutable_expert_calls());
     }
@@ -706,6 +705,12 @@ void WorkerLoop::HandleActivation(Channel& in) {
   }
 }
 
+bool WorkerLoop::LinksSettled() {
+  bool settled = coordinator_link_ == nullptr || coordinator_link_->settled();
+  for (const std::unique_ptr<Channel>& next : next_) settled = next->LinkSettled() && settled;
+  return settled;
+}
+
 absl::Status WorkerLoop::Run() {
   if (absl::Status s = Setup(); !s.ok()) return s;
   SendHello();
@@ -721,6 +726,15 @@ absl::Status WorkerLoop::Run() {
     const size_t experts_at = items.size();
     experts_->channel().AppendPollItems(&items);
     std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
+    if (links_settle_by_ != absl::InfinitePast()) {
+      // New links: set up (a ring mapped, a connection made) while idle, not by the first
+      // message; short naps until then.
+      if (LinksSettled() || absl::Now() > links_settle_by_) {
+        links_settle_by_ = absl::InfinitePast();
+      } else {
+        sleep = std::min(sleep, std::chrono::milliseconds(1));
+      }
+    }
     if (sleep.count() > 0 && !(data_in_.PrepareToSleep() && experts_->channel().PrepareToSleep())) {
       sleep = std::chrono::milliseconds(0);
     }
@@ -728,7 +742,7 @@ absl::Status WorkerLoop::Run() {
     const std::span<const zmq::pollitem_t> polled(items);
     data_in_.Polled(polled.subspan(data_at, experts_at - data_at));
     experts_->channel().Polled(polled.subspan(experts_at));
-    if ((items[experts_at].revents & ZMQ_POLLIN) || experts_->channel().HasLocalMessage()) {
+    if ((items[experts_at].revents & ZMQ_POLLIN) || experts_->channel().HasLinkMessage()) {
       experts_->ServeQueued();
       if (absl::Status failure = experts_->TakeDeviceFailure(); !failure.ok()) {
         return LeaveForDeviceFailure(failure);
@@ -737,8 +751,8 @@ absl::Status WorkerLoop::Run() {
     if (items[0].revents & ZMQ_POLLIN) {
       if (absl::Status s = HandleControl(); !s.ok()) return s;
     }
-    // Not only when the socket fired: a local link's message rings no bell for a spinning loop.
-    if ((items[data_at].revents & ZMQ_POLLIN) || data_in_.HasLocalMessage()) {
+    // Not only when the socket fired: a link's message rings no bell for a spinning loop.
+    if ((items[data_at].revents & ZMQ_POLLIN) || data_in_.HasLinkMessage()) {
       while (!done_ && data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
           arrivals_.Arrived(NowMicros());

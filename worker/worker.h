@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "kernels/backend_factory.h"
 #include "proto/arrival_spin.h"
+#include "proto/link.h"
 
 namespace shardrun {
 
@@ -39,10 +40,11 @@ struct WorkerOptions {
   // How the loop awaits activations (proto/arrival_spin.h); kAuto spins around the predicted
   // arrival when the host has a core beyond `threads`.
   PollMode poll = PollMode::kAuto;
-  // Take activations, partial sums and expert messages from peers on this host through shared
-  // memory (proto/local_link.h), and send them that way where the peer offers it. Never with
-  // CURVE: a local link is not authenticated beyond the peer's user id.
-  bool local_links = true;
+  // Which links (proto/link.h) carry activations, partial sums, expert messages and logits
+  // beside the sockets: kAuto offers shared memory to peers on this host and a TCP link to the
+  // others, and sends by whatever link the peer offers. Never with CURVE: a link carries no
+  // transport identity to authenticate.
+  LinkMode links = LinkMode::kAuto;
   // Keys and tokens (auth/). With `server_key_path` (the coordinator's curve.pub) every socket
   // uses CURVE with this worker's keys from `key_dir` (`shardrun keygen`); `token` (its text)
   // is what a worker of another origin proves when the coordinator asks. Without them, the
