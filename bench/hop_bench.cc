@@ -5,10 +5,12 @@
 // cluster run's summary) is judged.
 //
 //   hop_bench [--stages 4] [--tokens 300] [--compute-us 5000] [--memory] [--poll block|spin]
-//             [--transport tcp|ipc|local] [--bytes 8192]
+//             [--transport tcp|ipc|local|tcplink] [--bytes 8192]
 //
 // --transport local passes the message through shardrun's same-host link (proto/local_link.h:
-// a shared-memory ring, a doorbell only for a sleeping receiver) instead of ZeroMQ.
+// a shared-memory ring, a doorbell only for a sleeping receiver) instead of ZeroMQ; tcplink
+// through its TCP link (proto/tcp_link.h: a connection per sender, read by the receiving loop
+// itself), the path between hosts.
 //
 // --memory streams a 160 MiB buffer while computing, as a decode step streams its weights: the
 // ZeroMQ I/O threads and the kernel's TCP path then run from cold caches, which is most of
@@ -28,7 +30,7 @@
 
 #include "CLI/CLI.hpp"
 #include "proto/arrival_spin.h"
-#include "proto/local_link.h"
+#include "proto/link.h"
 #include "zmq.hpp"
 
 namespace {
@@ -49,7 +51,7 @@ struct Options {
   int bytes = 8192;
   std::vector<int> ports;  // tcp: one per stage
   std::string ipc_dir;
-  std::vector<std::unique_ptr<shardrun::LocalInbox>> inboxes;  // local: one per stage
+  std::vector<std::unique_ptr<shardrun::LinkInbox>> inboxes;  // local, tcplink: one per stage
 };
 
 std::string Endpoint(const Options& o, int stage) {
@@ -91,10 +93,10 @@ void Compute(const Options& o, std::vector<float>& buffer) {
   if (sum == 1.5f) std::printf(" ");  // keeps the reads
 }
 
-// The same ring through local links: each stage reads its inbox and writes to the next's.
-std::vector<int64_t> RunLocalStage(const Options& o, int stage) {
-  shardrun::LocalInbox& inbox = *o.inboxes[static_cast<size_t>(stage)];
-  auto outlet = shardrun::LocalOutlet::Connect(
+// The same ring through links: each stage reads its inbox and writes to the next's.
+std::vector<int64_t> RunLinkStage(const Options& o, int stage) {
+  shardrun::LinkInbox& inbox = *o.inboxes[static_cast<size_t>(stage)];
+  auto outlet = shardrun::LinkOutlet::Connect(
       o.inboxes[static_cast<size_t>((stage + 1) % o.stages)]->address());
   if (!outlet.ok()) return {};
   std::vector<float> buffer(o.memory ? (40u << 20) : 1, 1.0f);
@@ -144,7 +146,7 @@ std::vector<int64_t> RunLocalStage(const Options& o, int stage) {
 
 // One stage: receive from the previous, compute, send to the next. Returns its hop latencies.
 std::vector<int64_t> RunStage(const Options& o, int stage) {
-  if (o.transport == "local") return RunLocalStage(o, stage);
+  if (o.transport == "local" || o.transport == "tcplink") return RunLinkStage(o, stage);
   zmq::context_t context;
   zmq::socket_t in(context, zmq::socket_type::pull);
   zmq::socket_t out(context, zmq::socket_type::push);
@@ -195,7 +197,7 @@ int main(int argc, char** argv) {
   app.add_option("--compute-us", o.compute_us)->check(CLI::NonNegativeNumber);
   app.add_flag("--memory", o.memory, "Stream a large buffer while computing");
   app.add_option("--poll", o.poll)->check(CLI::IsMember({"block", "spin"}));
-  app.add_option("--transport", o.transport)->check(CLI::IsMember({"tcp", "ipc", "local"}));
+  app.add_option("--transport", o.transport)->check(CLI::IsMember({"tcp", "ipc", "local", "tcplink"}));
   app.add_option("--bytes", o.bytes)->check(CLI::Range(8, 1 << 24));
   CLI11_PARSE(app, argc, argv);
   o.ports = FreePorts(o.stages);
@@ -205,8 +207,11 @@ int main(int argc, char** argv) {
   }
   char dir[] = "/tmp/hop_bench.XXXXXX";
   if (o.transport == "ipc") o.ipc_dir = mkdtemp(dir);
-  for (int stage = 0; o.transport == "local" && stage < o.stages; ++stage) {
-    auto inbox = shardrun::LocalInbox::Create();
+  const bool links = o.transport == "local" || o.transport == "tcplink";
+  for (int stage = 0; links && stage < o.stages; ++stage) {
+    auto inbox = o.transport == "local"
+                     ? shardrun::LinkInbox::Open(shardrun::LinkMode::kAuto, "")
+                     : shardrun::LinkInbox::Open(shardrun::LinkMode::kTcp, "127.0.0.1");
     if (!inbox.ok()) {
       std::fprintf(stderr, "%s\n", std::string(inbox.status().message()).c_str());
       return 1;

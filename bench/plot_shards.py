@@ -3,17 +3,21 @@
 
     python3 bench/plot_shards.py RESULTS.tsv OUT.svg [--title TEXT]
 
-One line per polling mode and path (block/spin x local link/socket) and the single-process rate
-as a dashed level, with the 0.95x target dotted under it. Standard library only.
+One line per polling mode and path (block/spin x local link/TCP link/socket) and the
+single-process rate as a dashed level, with the 0.95x target dotted under it. Standard library
+only.
 """
 
 import argparse
 import csv
 import html
 
-# poll+path -> (colour, dash): solid lines through local links, dashed by socket only.
+# poll+path -> (colour, dash): solid lines through local links, dotted through TCP links,
+# dashed by socket only.
 STYLES = {"block+link": ("#1f77b4", ""), "spin+link": ("#d62728", ""),
+          "block+tcp": ("#1f77b4", "1,3"), "spin+tcp": ("#d62728", "1,3"),
           "block+socket": ("#1f77b4", "5,3"), "spin+socket": ("#d62728", "5,3")}
+PATH_NAMES = {"link": "local link", "tcp": "TCP link", "socket": "socket only"}
 W, H = 480, 300
 LEFT, RIGHT, TOP, BOTTOM = 60, 110, 40, 45
 
@@ -73,12 +77,12 @@ def main():
         for s, v in points:
             svg.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"/>')
         poll, path_kind = key.split("+")
-        ly = y0 - 62 + 14 * legend  # bottom left: the rates sit near the top
+        ly = y0 - 90 + 14 * legend  # bottom left: the rates sit near the top
         legend += 1
         svg.append(f'<line x1="{x0 + 10}" y1="{ly}" x2="{x0 + 34}" y2="{ly}" stroke="{colour}" '
                    f'stroke-width="2" stroke-dasharray="{dash}"/>')
         svg.append(f'<text x="{x0 + 40}" y="{ly + 4}">--poll {poll}, '
-                   f'{"local link" if path_kind == "link" else "socket only"}</text>')
+                   f'{PATH_NAMES[path_kind]}</text>')
     svg.append("</svg>")
     with open(args.out, "w") as f:
         f.write("\n".join(svg) + "\n")
