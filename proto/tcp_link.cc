@@ -1,10 +1,12 @@
 #include "proto/tcp_link.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -358,6 +360,18 @@ bool TcpOutlet::TrySend(std::span<const Frame> frames, std::chrono::milliseconds
   if (peeked == 0 || (peeked < 0 && !WouldBlock() && errno != EINTR)) {
     Fail("the receiver is gone");
     return false;
+  }
+  if (need > kTcpLinkAlwaysTry) {
+    // Room for the whole record now, or the socket takes it (the kernel counts some overhead
+    // against the buffer: half of it is what we count on).
+    int queued = 0;
+    int buffer = 0;
+    socklen_t length = sizeof(buffer);
+    if (ioctl(fd_, SIOCOUTQ, &queued) != 0 ||
+        getsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buffer, &length) != 0 ||
+        static_cast<size_t>(queued) + need > static_cast<size_t>(buffer) / 2) {
+      return false;
+    }
   }
   static constexpr uint8_t kPadding[kLinkAlign] = {};
   header_.resize(LinkRecordHeaderBytes(frames.size()));

@@ -38,6 +38,10 @@ namespace shardrun {
 inline constexpr size_t kTcpLinkMaxRecord = size_t{4} << 20;
 // Senders an inbox serves at once; more connections are refused.
 inline constexpr int kTcpLinkMaxSenders = 64;
+// A message up to this size is always tried on the link; a larger one only when the
+// connection's send buffer has room for all of it now, so that a sender never waits on a busy
+// receiver for a big message (a prompt's activations) that its socket would queue instead.
+inline constexpr size_t kTcpLinkAlwaysTry = size_t{64} << 10;
 
 class TcpInbox {
  public:
@@ -95,10 +99,11 @@ class TcpOutlet {
   TcpOutlet& operator=(const TcpOutlet&) = delete;
 
   // Writes the frames as one record. False when the connection is not (or no longer) up, the
-  // message is larger than kTcpLinkMaxRecord, or the connection takes nothing now: the caller
-  // sends it by its socket instead. A record once started is finished (waiting up to
-  // `finish_within` for the receiver to make room) or the connection is closed, so that the
-  // receiver drops the part it got: a message is never delivered twice or in part.
+  // message is larger than kTcpLinkMaxRecord (or than kTcpLinkAlwaysTry and the room in the
+  // send buffer), or the connection takes nothing now: the caller sends it by its socket. A record
+  // once started is finished (waiting up to `finish_within` for the receiver to make room) or the
+  // connection is closed, so that the receiver drops the part it got: a message is never delivered
+  // twice or in part.
   bool TrySend(std::span<const Frame> frames,
                std::chrono::milliseconds finish_within = std::chrono::milliseconds(2000));
 

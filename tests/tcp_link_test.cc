@@ -81,10 +81,10 @@ TEST(TcpLinkTest, DeliversMessagesInOrderAndAligned) {
   std::vector<Frame> got;
   absl::Status broken;
   int received = 0;
-  // 300 messages of 1..200000 bytes in two frames, up to three in flight: records straddle
-  // every read the stream happens to make, and the buffer grows past its first 64 KiB.
+  // 300 messages of 1..60000 bytes in two frames, up to three in flight: records straddle
+  // every read the stream happens to make.
   for (int sent = 0; sent < 300; ++sent) {
-    const std::vector<uint8_t> a = Pattern(static_cast<size_t>(1 + (sent * 7919) % 200000), sent);
+    const std::vector<uint8_t> a = Pattern(static_cast<size_t>(1 + (sent * 7919) % 60000), sent);
     const std::vector<uint8_t> b = Pattern(static_cast<size_t>(sent % 3), -sent);
     const Frame frames[] = {{a.data(), a.size()}, {b.data(), b.size()}};
     ASSERT_TRUE(outlet->TrySend(frames)) << "message " << sent;
@@ -93,7 +93,7 @@ TEST(TcpLinkTest, DeliversMessagesInOrderAndAligned) {
       ASSERT_TRUE(Receive(**inbox, &got, &broken)) << "message " << received << ": " << broken;
       ASSERT_EQ(got.size(), 2u);
       const std::vector<uint8_t> want_a =
-          Pattern(static_cast<size_t>(1 + (received * 7919) % 200000), received);
+          Pattern(static_cast<size_t>(1 + (received * 7919) % 60000), received);
       const std::vector<uint8_t> want_b = Pattern(static_cast<size_t>(received % 3), -received);
       ASSERT_EQ(std::vector<uint8_t>(got[0].data, got[0].data + got[0].size), want_a);
       ASSERT_EQ(std::vector<uint8_t>(got[1].data, got[1].data + got[1].size), want_b);
@@ -127,6 +127,37 @@ TEST(TcpLinkTest, ARecordSentByteByByteArrivesWhole) {
   close(fd);
 }
 
+TEST(TcpLinkTest, ARecordLargerThanTheFirstBufferArrivesWhole) {
+  auto inbox = TcpInbox::Listen("127.0.0.1");
+  ASSERT_TRUE(inbox.ok());
+  const int fd = RawConnection(**inbox);
+  const std::vector<uint8_t> payload = Pattern(3 << 20, 6);  // the buffer grows from 64 KiB
+  const Frame frame{payload.data(), payload.size()};
+  std::vector<uint8_t> record(LinkRecordBytes({&frame, 1}));
+  WriteLinkRecordHeader({&frame, 1}, record.size(), record.data());
+  std::memcpy(record.data() + LinkRecordHeaderBytes(1), payload.data(), payload.size());
+  for (int i = 0; i < 1000 && (*inbox)->senders() == 0; ++i) {
+    Serve(**inbox, std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ((*inbox)->senders(), 1);
+  std::thread writer([&] {
+    for (size_t at = 0; at < record.size();) {
+      const ssize_t n = write(fd, record.data() + at, record.size() - at);
+      if (n <= 0) break;
+      at += static_cast<size_t>(n);
+    }
+  });
+  std::vector<Frame> got;
+  absl::Status broken;
+  const bool received = Receive(**inbox, &got, &broken);
+  writer.join();
+  ASSERT_TRUE(received) << broken;
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(std::vector<uint8_t>(got[0].data, got[0].data + got[0].size), payload);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(got[0].data) % 16, 0u);
+  close(fd);
+}
+
 TEST(TcpLinkTest, ATooBigMessageGoesBySocket) {
   auto inbox = TcpInbox::Listen("127.0.0.1");
   ASSERT_TRUE(inbox.ok());
@@ -135,6 +166,13 @@ TEST(TcpLinkTest, ATooBigMessageGoesBySocket) {
   const Frame too_big{big.data(), big.size()};
   EXPECT_FALSE(outlet->TrySend({&too_big, 1}));
   EXPECT_FALSE(outlet->failed());  // the link stays up for the next message
+  // Beyond kTcpLinkAlwaysTry only with room for all of it now: never once the receiver has
+  // left the buffers full.
+  const std::vector<uint8_t> small(kTcpLinkAlwaysTry / 2), large(kTcpLinkAlwaysTry * 2);
+  const Frame fits{small.data(), small.size()}, needs_room{large.data(), large.size()};
+  for (int i = 0; i < 1000 && outlet->TrySend({&fits, 1}, std::chrono::milliseconds(0)); ++i) {
+  }
+  EXPECT_FALSE(outlet->TrySend({&needs_room, 1}));
   EXPECT_FALSE(outlet->TrySend({}));
 }
 
@@ -237,11 +275,11 @@ TEST(TcpLinkTest, AReceiverThatStopsReadingMidRecordGetsTheConnectionClosed) {
   ASSERT_TRUE(inbox.ok());
   std::unique_ptr<TcpOutlet> outlet = Connected(**inbox);
   // Never read: the kernel's buffers fill, then a record cannot be finished.
-  const std::vector<uint8_t> chunk(1 << 20);
+  const std::vector<uint8_t> chunk(kTcpLinkAlwaysTry - 64);
   const Frame frame{chunk.data(), chunk.size()};
   int taken = 0;
-  while (taken < 1000 && outlet->TrySend({&frame, 1}, std::chrono::milliseconds(50))) ++taken;
-  EXPECT_LT(taken, 1000);
+  while (taken < 10000 && outlet->TrySend({&frame, 1}, std::chrono::milliseconds(50))) ++taken;
+  EXPECT_LT(taken, 10000);
   // Either the connection took nothing (still up) or it was closed mid-record.
   if (outlet->failed()) {
     std::vector<Frame> got;
