@@ -120,7 +120,10 @@ bool Channel::ReceiveLocal() {
     last_link_ = inbox_->kind();
     const absl::Status status = DecodeMessageInto(frames_, limits_, &received_.Fresh(), &tensors_);
     stats_.Count(status);
-    if (status.ok()) return true;
+    if (status.ok()) {
+      last_header_.assign(reinterpret_cast<const char*>(frames_[0].data), frames_[0].size);
+      return true;
+    }
     LogDrop(status);
   }
 }
@@ -173,9 +176,17 @@ bool Channel::ReceiveOne() {
                      "; only its hello and proof are heard"));
   }
   stats_.Count(status);
-  if (status.ok()) return true;
+  if (status.ok()) {
+    last_header_.assign(reinterpret_cast<const char*>(frames_[0].data), frames_[0].size);
+    return true;
+  }
   LogDrop(status);
   return false;
+}
+
+void Channel::WarmUp() {
+  if (last_header_.empty()) return;
+  warm_.Fresh().ParseFromArray(last_header_.data(), static_cast<int>(last_header_.size()));
 }
 
 void Channel::LogDrop(const absl::Status& why) {

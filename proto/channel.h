@@ -107,6 +107,11 @@ class Channel {
   // Whether a message may be taken from the inbox now (no system call: a spinning loop's check).
   bool HasLinkMessage() const { return inbox_ != nullptr && inbox_->HasMessage(); }
 
+  // While waiting for a message that a long step (streaming weights) will have pushed out of
+  // the caches: parses a copy of the last envelope received, so that the next message finds
+  // the parser's code and data cached. Nothing until a message came.
+  void WarmUp();
+
   // Counts a message the caller received but could not use in its current state.
   void DropUnexpected(const std::string& why);
 
@@ -128,7 +133,9 @@ class Channel {
   std::string header_;  // encode buffer, reused
   std::vector<zmq::message_t> parts_;
   std::vector<Frame> frames_;
-  EnvelopeArena received_;  // the last message's envelope
+  EnvelopeArena received_;   // the last message's envelope
+  std::string last_header_;  // a copy of its envelope's bytes (WarmUp)
+  EnvelopeArena warm_;       // WarmUp's scratch envelope
   std::vector<std::span<const uint8_t>> tensors_;
   std::string sender_;
   std::string sender_user_id_;

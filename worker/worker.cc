@@ -105,10 +105,11 @@ class WorkerLoop {
   // The last stage: logits go by link where the coordinator offers one.
   std::unique_ptr<LinkOutlet> coordinator_link_;
   absl::Time links_settle_by_ = absl::InfinitePast();  // until when to await new links
-  std::string link_header_;                            // logits' encoded envelope, reused
-  std::vector<Frame> link_frames_;                     // and its frames
-  std::unique_ptr<PartialSumExchange> reduce_;         // tensor parallelism: the stage's group
-  std::unique_ptr<ExpertClient> experts_;              // expert plans: experts on other workers
+  bool warmed_ = false;                         // the receive path warmed since the last activation
+  std::string link_header_;                     // logits' encoded envelope, reused
+  std::vector<Frame> link_frames_;              // and its frames
+  std::unique_ptr<PartialSumExchange> reduce_;  // tensor parallelism: the stage's group
+  std::unique_ptr<ExpertClient> experts_;       // expert plans: experts on other workers
   std::string data_endpoint_;
   std::unique_ptr<ModelFile> model_;
   Sha256 model_hash_{};
@@ -726,6 +727,12 @@ absl::Status WorkerLoop::Run() {
     const size_t experts_at = items.size();
     experts_->channel().AppendPollItems(&items);
     std::chrono::milliseconds sleep = arrivals_.SleepFor(NowMicros(), kLongestPoll);
+    if (sleep.count() == 0 && arrivals_.enabled() && !warmed_) {
+      // Spinning for the next activation: its receive path, out of the caches since the last
+      // step streamed the weights, is walked once now rather than when it arrives.
+      data_in_.WarmUp();
+      warmed_ = true;
+    }
     if (links_settle_by_ != absl::InfinitePast()) {
       // New links: set up (a ring mapped, a connection made) while idle, not by the first
       // message; short naps until then.
@@ -756,6 +763,7 @@ absl::Status WorkerLoop::Run() {
       while (!done_ && data_in_.ReceiveNow()) {
         if (data_in_.envelope().has_activation()) {
           arrivals_.Arrived(NowMicros());
+          warmed_ = false;
           HandleActivation(data_in_);
         } else {
           data_in_.DropUnexpected("only activations travel on the data socket");
