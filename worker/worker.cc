@@ -692,10 +692,16 @@ void WorkerLoop::HandleActivation(Channel& in) {
   add_timing(next->mutable_timings());
   const wire::ActivationType type = shard_->assign().activation_type();
   SetTensorFrame(type, a.n_tokens(), shard_->dim(), next->mutable_hidden());
-  encoded_.resize(EncodedActivationBytes(type, static_cast<size_t>(a.n_tokens()),
-                                         static_cast<size_t>(shard_->dim())));
-  EncodeActivations(type, result, encoded_.data());
-  const std::span<const uint8_t> bytes(encoded_);
+  const size_t encoded_bytes = EncodedActivationBytes(type, static_cast<size_t>(a.n_tokens()),
+                                                      static_cast<size_t>(shard_->dim()));
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(result.data()),
+                                 result.size_bytes());
+  if (type != wire::ACTIVATION_F32 || bytes.size() != encoded_bytes) {
+    // f16 / q8_0 on the wire (f32 goes as computed, without a copy).
+    encoded_.resize(encoded_bytes);
+    EncodeActivations(type, result, encoded_.data());
+    bytes = encoded_;
+  }
   for (int i = 0; i < copies; ++i) {
     for (const std::unique_ptr<Channel>& next_member : next_) {
       if (absl::Status s = next_member->Send(out, {&bytes, 1}); !s.ok()) {
