@@ -422,7 +422,13 @@ absl::Status Coordinator::CheckWorkersAlive() const {
     if (drained_.contains(id)) {
       return absl::UnavailableError(absl::StrCat("worker ", id, " was drained (its token)"));
     }
-    const absl::Duration silent = absl::Now() - it->second.last_heard;
+    const absl::Time now = absl::Now();
+    if (Unreachable(it->second, now)) {
+      // Killed: a load or step it was sent will never come back (LostWorkers says the same).
+      return absl::UnavailableError(
+          absl::StrCat("worker ", id, " is gone (its connection closed)"));
+    }
+    const absl::Duration silent = now - it->second.last_heard;
     if (silent > options_.worker_timeout) {
       return absl::UnavailableError(
           absl::StrCat("worker ", id, " has been silent for ", absl::FormatDuration(silent)));

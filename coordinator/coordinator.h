@@ -178,6 +178,9 @@ class Coordinator {
   // Plan workers that are gone, silent past worker_timeout, or (with `step_late`) everyone
   // whose step is overdue. Empty when all is well.
   std::vector<std::string> LostWorkers() const;
+  // Whether `worker`'s connection is gone and it has said nothing since: a killed process (a
+  // network blip reconnects, and the worker speaks again within a heartbeat).
+  bool Unreachable(const WorkerInfo& worker, absl::Time now) const;
   // After a failure (`why`): declares `lost` dead, re-plans over the survivors and any spare
   // or newly joined worker (waiting for one up to recovery_timeout), reloads, rebuilds every
   // live sequence's KV cache by replaying its tokens, and resubmits the steps in flight.

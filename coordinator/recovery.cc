@@ -24,15 +24,17 @@ std::vector<std::string> Coordinator::LostWorkers() const {
       continue;
     }
     const absl::Time now = absl::Now();
-    const absl::Duration silent = now - it->second.last_heard;
-    // Its connection is gone and it has said nothing since: a killed process (a network
-    // blip reconnects, and the worker speaks again within a heartbeat).
-    const bool unreachable = it->second.unreachable_since != absl::InfinitePast() &&
-                             now - it->second.unreachable_since > absl::Milliseconds(200) &&
-                             silent > options_.heartbeat_interval;
-    if (unreachable || silent > options_.worker_timeout) lost.push_back(id);
+    if (Unreachable(it->second, now) || now - it->second.last_heard > options_.worker_timeout) {
+      lost.push_back(id);
+    }
   }
   return lost;
+}
+
+bool Coordinator::Unreachable(const WorkerInfo& worker, absl::Time now) const {
+  return worker.unreachable_since != absl::InfinitePast() &&
+         now - worker.unreachable_since > absl::Milliseconds(200) &&
+         now - worker.last_heard > options_.heartbeat_interval;
 }
 
 absl::Status Coordinator::WaitForStep(uint64_t sequence) {
@@ -148,7 +150,9 @@ absl::Status Coordinator::Recover(const std::string& why, const std::vector<std:
                                               absl::FormatDuration(options_.recovery_timeout)));
       break;
     }
-    if (absl::Now() - last_report > absl::Seconds(5)) {
+    // A deploy that failed (a worker found gone meanwhile) says so above and simply retries; a
+    // plan that cannot be made waits for a worker able to hold the lost shard.
+    if (!plan.ok() && absl::Now() - last_report > absl::Seconds(5)) {
       spdlog::warn("waiting for a worker to join ({} left): {}",
                    absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Seconds(1))),
                    problem);

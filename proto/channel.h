@@ -98,6 +98,9 @@ class Channel {
   LinkOutlet* outlet() { return outlet_.get(); }
   // Whether the outlet's link is settled (LinkOutlet::settled; true without one).
   bool LinkSettled() { return outlet_ == nullptr || outlet_->settled(); }
+  // Whether the peer this channel's link reached has gone away (LinkOutlet::ReceiverGone); false
+  // without a link, which cannot tell.
+  bool PeerGone() { return outlet_ != nullptr && outlet_->ReceiverGone(); }
   // For a caller that polls several channels: the socket, then the inbox's descriptors...
   void AppendPollItems(std::vector<zmq::pollitem_t>* items);
   // ...false when a message already waits in the inbox (then do not sleep in the poll)...

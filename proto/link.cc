@@ -137,6 +137,15 @@ bool LinkOutlet::Current() {
     if (local_ != nullptr && !local_->failed()) return true;
     if (tcp_ != nullptr && !tcp_->failed()) return true;
     if (local_ != nullptr || tcp_ != nullptr) {
+      if ((local_ != nullptr && local_->receiver_gone()) ||
+          (tcp_ != nullptr && tcp_->receiver_gone())) {
+        // Every way in leads to the same receiver: none is left.
+        receiver_gone_ = true;
+        local_.reset();
+        tcp_.reset();
+        at_ = alternatives_.size();
+        return false;
+      }
       // This way in failed: the next one.
       local_.reset();
       tcp_.reset();
@@ -186,6 +195,12 @@ bool LinkOutlet::TrySend(std::span<const Frame> frames) {
     if (local_ != nullptr ? !local_->failed() : !tcp_->failed()) return false;
   }
   return false;
+}
+
+bool LinkOutlet::ReceiverGone() {
+  if (local_ != nullptr) return local_->ReceiverGone() || receiver_gone_;
+  if (tcp_ != nullptr) return tcp_->ReceiverGone() || receiver_gone_;
+  return receiver_gone_;
 }
 
 std::string EndpointHost(const std::string& endpoint) {

@@ -98,6 +98,10 @@ class LinkOutlet {
   // may call up() while idle, so that the first message does not pay for setting up the link
   // (mapping an 8 MiB ring takes about a millisecond).
   bool settled() { return up() || at_ >= alternatives_.size(); }
+  // Whether the receiver this outlet reached has gone away since: its end of the link closed,
+  // as a process's does when it exits or is killed (one system call; false while no link was
+  // ever up, which tells nothing).
+  bool ReceiverGone();
   // Which link the last successful TrySend used (kSocket before any).
   LinkKind kind() const { return kind_; }
 
@@ -111,6 +115,7 @@ class LinkOutlet {
   std::unique_ptr<LocalOutlet> local_;
   std::unique_ptr<TcpOutlet> tcp_;
   LinkKind kind_ = LinkKind::kSocket;
+  bool receiver_gone_ = false;
 };
 
 // The host of a ZeroMQ endpoint "tcp://<host>:<port>" (an IPv6 host without its brackets); the

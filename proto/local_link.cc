@@ -374,6 +374,19 @@ void LocalOutlet::TakeRing() {
   }
 }
 
+bool LocalOutlet::ReceiverGone() {
+  if (fd_ < 0) return receiver_gone_;
+  if (!up()) return false;
+  // The receiver never writes to this connection: an end of stream is its process closing it.
+  char probe;
+  const ssize_t peeked = recv(fd_, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
+  if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    Fail("the receiver is gone");
+    receiver_gone_ = true;
+  }
+  return receiver_gone_;
+}
+
 bool LocalOutlet::TrySend(std::span<const Frame> frames) {
   if (fd_ < 0) return false;
   if (ring_ == nullptr) {
@@ -386,12 +399,7 @@ bool LocalOutlet::TrySend(std::span<const Frame> frames) {
   }
   // A receiver killed outright sets no flag, but its end of the connection closes: then the
   // caller's socket says at once that the peer is gone (a ring would swallow the message).
-  char probe;
-  const ssize_t peeked = recv(fd_, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
-  if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-    Fail("the receiver is gone");
-    return false;
-  }
+  if (ReceiverGone()) return false;
   const uint64_t capacity = capacity_;
   const size_t need = LinkRecordBytes(frames);
   if (need == 0 || need > capacity / 2) return false;

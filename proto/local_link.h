@@ -112,6 +112,10 @@ class LocalOutlet {
   bool up() const { return ring_ != nullptr; }
   // Whether the link has failed for good (no inbox there, no ring given, the receiver gone).
   bool failed() const { return fd_ < 0; }
+  // Whether the receiver this link reached has gone away since (its end of the connection
+  // closed, as a process's does when it exits or is killed); then the link has failed too.
+  bool ReceiverGone();
+  bool receiver_gone() const { return receiver_gone_; }  // as last found
 
  private:
   LocalOutlet() = default;
@@ -120,6 +124,7 @@ class LocalOutlet {
   void Fail(const std::string& why);
 
   int fd_ = -1;
+  bool receiver_gone_ = false;
   LocalRing* ring_ = nullptr;
   size_t mapped_bytes_ = 0;
   uint64_t capacity_ = 0;  // of the ring's data, as it was handed over

@@ -349,18 +349,26 @@ bool TcpOutlet::up() {
   return true;
 }
 
-bool TcpOutlet::TrySend(std::span<const Frame> frames, std::chrono::milliseconds finish_within) {
+bool TcpOutlet::ReceiverGone() {
+  if (fd_ < 0) return receiver_gone_;
   if (!up()) return false;
-  const size_t need = LinkRecordBytes(frames);
-  if (need == 0 || need > kTcpLinkMaxRecord) return false;
-  // The receiver never writes to this connection: an end of stream means it is gone, and the
-  // caller's socket then says so at once (the connection would swallow the message).
+  // The receiver never writes to this connection: an end of stream is its process closing it.
   char probe;
   const ssize_t peeked = recv(fd_, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
   if (peeked == 0 || (peeked < 0 && !WouldBlock() && errno != EINTR)) {
     Fail("the receiver is gone");
-    return false;
+    receiver_gone_ = true;
   }
+  return receiver_gone_;
+}
+
+bool TcpOutlet::TrySend(std::span<const Frame> frames, std::chrono::milliseconds finish_within) {
+  if (!up()) return false;
+  const size_t need = LinkRecordBytes(frames);
+  if (need == 0 || need > kTcpLinkMaxRecord) return false;
+  // An end of stream means the receiver is gone, and the caller's socket then says so at once
+  // (the connection would swallow the message).
+  if (ReceiverGone()) return false;
   if (need > kTcpLinkAlwaysTry) {
     // Room for the whole record now, or the socket takes it (the kernel counts some overhead
     // against the buffer: half of it is what we count on).

@@ -37,7 +37,7 @@ namespace shardrun {
 // The largest record a TCP link carries (and so the most one sender's buffer grows to).
 inline constexpr size_t kTcpLinkMaxRecord = size_t{4} << 20;
 // Senders an inbox serves at once; more connections are refused.
-inline constexpr int kTcpLinkMaxSenders = 64;
+inline constexpr int kTcpLinkMaxSenders = 256;
 // A message up to this size is always tried on the link; a larger one only when the
 // connection's send buffer has room for all of it now, so that a sender never waits on a busy
 // receiver for a big message (a prompt's activations) that its socket would queue instead.
@@ -111,6 +111,10 @@ class TcpOutlet {
   bool up();
   // Whether the link has failed for good (never connected, or the receiver went away).
   bool failed() const { return fd_ < 0; }
+  // Whether the receiver this link reached has gone away since (its end of the connection
+  // closed, as a process's does when it exits or is killed); then the link has failed too.
+  bool ReceiverGone();
+  bool receiver_gone() const { return receiver_gone_; }  // as last found
 
  private:
   TcpOutlet() = default;
@@ -118,6 +122,7 @@ class TcpOutlet {
 
   int fd_ = -1;
   bool connected_ = false;
+  bool receiver_gone_ = false;
   std::string address_;
   std::vector<uint8_t> header_;  // a record's header, reused
 };

@@ -197,9 +197,11 @@ TEST(LocalLinkTest, AReceiverKilledOutrightMakesTheOutletStepAside) {
   bool sent = false;
   for (int i = 0; i < 100000 && !sent; ++i) sent = (*outlet)->TrySend({&frame, 1});
   ASSERT_TRUE(sent);
+  EXPECT_FALSE((*outlet)->ReceiverGone());
   ASSERT_EQ(write(to_child[1], "x", 1), 1);
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE((*outlet)->ReceiverGone());  // what a tensor group's survivor asks
   EXPECT_FALSE((*outlet)->TrySend({&frame, 1}));
   EXPECT_FALSE((*outlet)->up());
   for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);

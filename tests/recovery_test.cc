@@ -99,16 +99,31 @@ TEST(RecoveryTest, SeededKillsOfEveryRoleGiveIdenticalOutput) {
   }
 }
 
-// A tensor group's survivor gives up on its dead peer's partial sums only after its timeout,
-// when recovery has already deployed the next plan: that late error must not fail recovery.
+// Without links, a tensor group's survivor gives up on its dead peer's partial sums only after
+// its timeout, when recovery has already deployed the next plan: that late error must not fail
+// recovery.
 TEST(RecoveryTest, TensorSurvivorsLateErrorDoesNotFailRecovery) {
+  const std::string want = Reference(Stories());
+  const CommandResult r = Cluster(Stories(), {"--shards", "2", "--type", "tensor", "--spares", "1",
+                                              "--inject", "w1:kill@step=10", "--links", "none"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Ids(r, "tensor"), want);
+  EXPECT_NE(r.err.find("recovered in"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("recovery attempt failed"), std::string::npos) << r.err;
+}
+
+// With links (the default), the survivor hears its peer's death from the link itself (the
+// killed process's end closes) and stops waiting for its partial sums at once.
+TEST(RecoveryTest, TensorSurvivorSeesItsPeersLinkClose) {
   const std::string want = Reference(Stories());
   const CommandResult r = Cluster(Stories(), {"--shards", "2", "--type", "tensor", "--spares", "1",
                                               "--inject", "w1:kill@step=10"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Ids(r, "tensor"), want);
+  EXPECT_NE(r.err.find("tensor-parallel rank 1 is gone (its link closed)"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("sent no partial sums"), std::string::npos) << r.err;  // no timeout
   EXPECT_NE(r.err.find("recovered in"), std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find("recovery attempt failed"), std::string::npos) << r.err;
 }
 
 TEST(RecoveryTest, SpareTakesOverWithoutShrinkingThePlan) {

@@ -261,9 +261,12 @@ TEST(TcpLinkTest, AReceiverKilledOutrightMakesTheOutletStepAside) {
     if (!sent) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_TRUE(sent);
+  EXPECT_FALSE((*outlet)->ReceiverGone());
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  // The kernel closed the receiver's end: the next message goes by socket, not into the void.
+  // The kernel closed the receiver's end: the outlet says so, and the next message goes by
+  // socket, not into the void.
+  EXPECT_TRUE((*outlet)->ReceiverGone());
   EXPECT_FALSE((*outlet)->TrySend({&frame, 1}));
   EXPECT_TRUE((*outlet)->failed());
   close(ready[0]);

@@ -1,5 +1,6 @@
 #include "worker/partial_sum_exchange.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,12 @@
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
+namespace {
+
+// How often a wait for partial sums asks whether the silent ranks' processes are still there.
+constexpr int64_t kPeerCheckMs = 20;
+
+}  // namespace
 
 PartialSumExchange::PartialSumExchange(zmq::context_t& context, const std::string& name,
                                        const PeerSecurity& security)
@@ -143,8 +150,17 @@ absl::Status PartialSumExchange::Collect(const std::vector<int>& needed, Reducti
                        " sent no partial sums for layer ", point.layer, " within ",
                        absl::FormatDuration(deadline_)));
     }
+    // In slices, between which a silent rank's link is asked whether its process is still
+    // there: one that died closed its end, and waiting out the deadline would only hold up
+    // the recovery the coordinator has begun (without links, the deadline tells).
     if (!in_.Receive(std::chrono::milliseconds(
-            std::max<int64_t>(1, absl::ToInt64Milliseconds(remaining))))) {
+            std::clamp<int64_t>(absl::ToInt64Milliseconds(remaining), 1, kPeerCheckMs)))) {
+      for (int r : needed) {
+        if (filled_[r][round_ % 2] != round_ && out_[r] != nullptr && out_[r]->PeerGone()) {
+          return absl::UnavailableError(absl::StrCat(
+              "tensor-parallel rank ", r, " is gone (its link closed) at layer ", point.layer));
+        }
+      }
       continue;
     }
     if (!in_.envelope().has_partial_sum()) {
