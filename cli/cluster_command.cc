@@ -19,6 +19,7 @@
 #include "auth/key_file.h"
 #include "cli/commands.h"
 #include "cli/generation.h"
+#include "cli/link_options.h"
 #include "cli/model_setup.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/expert_calibration.h"
@@ -411,14 +412,7 @@ void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
                   "around their predicted arrival, block, or auto (the default: spin when the "
                   "host has a core beyond the workers' threads; bench/README.md)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
-  cmd->add_option("--links", flags->links,
-                  "How token ids, activations, logits, partial sums and expert messages travel "
-                  "beside the ZeroMQ sockets (proto/link.h): auto (the default: shared memory "
-                  "between processes on one host, a TCP connection of their own between hosts), "
-                  "tcp (TCP links even on one host), none (ZeroMQ only)")
-      ->check(CLI::IsMember({"auto", "tcp", "none"}));
-  cmd->add_flag(
-      "--no-local-link", [flags](int64_t) { flags->links = "none"; }, "The same as --links none");
+  AddLinkOptions(cmd, &flags->links);
   cmd->add_flag("--no-rebalance", flags->no_rebalance,
                 "Keep the layer split even when a stage is persistently slower");
   cmd->add_option("--worker-timeout", flags->worker_timeout_s,

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "auth/token_text.h"
 #include "cli/commands.h"
+#include "cli/link_options.h"
 #include "partitioner/byte_size.h"
 #include "spdlog/spdlog.h"
 #include "worker/worker.h"
@@ -68,14 +69,7 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                   "for ~1/8 of a token), block, or auto (the default: spin when the host has a "
                   "core beyond --threads)")
       ->check(CLI::IsMember({"auto", "spin", "block"}));
-  cmd->add_option("--links", flags->links,
-                  "How activations, partial sums, expert messages and logits travel beside the "
-                  "ZeroMQ sockets (proto/link.h): auto (the default: shared memory with "
-                  "processes on this host, a TCP connection of their own with others), tcp (TCP "
-                  "links even on one host), none (ZeroMQ only)")
-      ->check(CLI::IsMember({"auto", "tcp", "none"}));
-  cmd->add_flag(
-      "--no-local-link", [flags](int64_t) { flags->links = "none"; }, "The same as --links none");
+  AddLinkOptions(cmd, &flags->links);
   cmd->add_option("--advertise", flags->options.advertise_host,
                   "Address other workers reach this one at (needed off loopback)");
   cmd->add_option("--key", flags->options.key_dir,
