@@ -105,6 +105,7 @@ struct TcpInbox::Connection {
   size_t end = 0;
   size_t held = 0;        // bytes of the record handed out (released by the next Next)
   bool readable = false;  // polled readable and not read to the end since
+  bool ack_owed = false;  // bytes read since the last acknowledgement we sent (SendAck)
 
   ~Connection() {
     ::operator delete[](buffer, std::align_val_t{64});
@@ -127,6 +128,21 @@ struct TcpInbox::Connection {
     }
     begin = 0;
     end = unread;
+  }
+
+  // Acknowledges what was read, now that the receiving loop has nothing else to do. The
+  // connection is kept in delayed-acknowledgement mode (TCP_QUICKACK 0, set at accept): left to
+  // itself the kernel acknowledges every record inside the recv that reads it, a trip through
+  // the loopback stack (both sockets) on the hop's critical path: 10 -> 4-5 us per 8 KiB recv
+  // after a weight-streaming step, measured on a 2-vCPU Zen 4. A non-zero value sends the owed
+  // acknowledgement (tcp(7)); zero then puts the connection back into delayed mode, which the
+  // kernel leaves when its own delayed-acknowledgement timer fires (a long step).
+  void SendAck() {
+    if (!ack_owed) return;
+    ack_owed = false;
+    for (const int quickack : {1, 0}) {
+      setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &quickack, sizeof(quickack));
+    }
   }
 
   // Whether a whole record waits in the buffer (its size field read only).
@@ -206,6 +222,8 @@ void TcpInbox::Accept() {
       continue;  // ~Connection closes it
     }
     c->MakeRoom(Connection::kFirstCapacity);
+    const int delayed = 0;  // see Connection::SendAck
+    setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &delayed, sizeof(delayed));
     spdlog::debug("TCP link {}: sender {} connected", address_, c->peer);
     connections_.push_back(std::move(c));
   }
@@ -256,6 +274,7 @@ bool TcpInbox::Next(std::vector<Frame>* frames, absl::Status* broken) {
       const ssize_t n = recv(c.fd, c.buffer + c.end, room, MSG_DONTWAIT);
       if (n > 0) {
         c.end += static_cast<size_t>(n);
+        c.ack_owed = true;
         // Less than asked for: the socket is read to the end (poll says when more comes).
         if (static_cast<size_t>(n) < room) c.readable = false;
       } else if (n < 0 && errno == EINTR) {
@@ -285,6 +304,9 @@ bool TcpInbox::Next(std::vector<Frame>* frames, absl::Status* broken) {
       if (connections_.empty()) break;
     }
   }
+  // Nothing to hand out: the loop is idle until the next message, the time to acknowledge
+  // what it read (off the critical path of every hop).
+  for (const std::unique_ptr<Connection>& c : connections_) c->SendAck();
   frames->clear();
   return false;
 }
@@ -366,9 +388,6 @@ bool TcpOutlet::TrySend(std::span<const Frame> frames, std::chrono::milliseconds
   if (!up()) return false;
   const size_t need = LinkRecordBytes(frames);
   if (need == 0 || need > kTcpLinkMaxRecord) return false;
-  // An end of stream means the receiver is gone, and the caller's socket then says so at once
-  // (the connection would swallow the message).
-  if (ReceiverGone()) return false;
   if (need > kTcpLinkAlwaysTry) {
     // Room for the whole record now, or the socket takes it (the kernel counts some overhead
     // against the buffer: half of it is what we count on).
@@ -402,13 +421,20 @@ bool TcpOutlet::TrySend(std::span<const Frame> frames, std::chrono::milliseconds
     const ssize_t n = sendmsg(fd_, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && !WouldBlock()) {
+      // A reset or closed connection: the receiver's process closed its end (with our last
+      // record unread, a close resets the connection rather than ending it).
+      const bool reset = errno == ECONNRESET || errno == EPIPE;
       Fail(Errno("send"));
+      receiver_gone_ = reset;
       return false;
     }
     if (n < 0 && sent == 0) return false;  // the connection takes nothing now: by socket
     if (n > 0) {
       sent += static_cast<size_t>(n);
-      if (sent == need) return true;
+      // A receiver that is gone swallows the record: then the caller's socket takes the message
+      // (and says at once that the peer is gone where it can). Asked after the send, not
+      // before: the hop is on its way by then (a peek from cold caches cost ~8 us of it).
+      if (sent == need) return !ReceiverGone();
       // Skip what went out; the rest of the record follows.
       size_t skip = static_cast<size_t>(n);
       while (skip >= message.msg_iov->iov_len) {

@@ -4,8 +4,10 @@
 // sender's bytes dropped without a read out of bounds.
 #include "proto/tcp_link.h"
 
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -264,13 +266,45 @@ TEST(TcpLinkTest, AReceiverKilledOutrightMakesTheOutletStepAside) {
   EXPECT_FALSE((*outlet)->ReceiverGone());
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  // The kernel closed the receiver's end: the outlet says so, and the next message goes by
-  // socket, not into the void.
-  EXPECT_TRUE((*outlet)->ReceiverGone());
+  // The kernel closed the receiver's end: the next message, swallowed by the connection, is
+  // reported not sent (so it goes by socket, not into the void), and the outlet says why.
   EXPECT_FALSE((*outlet)->TrySend({&frame, 1}));
   EXPECT_TRUE((*outlet)->failed());
+  EXPECT_TRUE((*outlet)->receiver_gone());
+  EXPECT_TRUE((*outlet)->ReceiverGone());
   close(ready[0]);
   close(ready[1]);
+}
+
+TEST(TcpLinkTest, WhatWasReadIsAcknowledgedOnceTheReceiverIsIdle) {
+  auto inbox = TcpInbox::Listen("127.0.0.1");
+  ASSERT_TRUE(inbox.ok());
+  const int fd = RawConnection(**inbox);
+  for (int i = 0; i < 1000 && (*inbox)->senders() == 0; ++i) {
+    Serve(**inbox, std::chrono::milliseconds(1));
+  }
+  const std::vector<uint8_t> payload = Pattern(100, 3);
+  const Frame frame{payload.data(), payload.size()};
+  std::vector<uint8_t> record(LinkRecordBytes({&frame, 1}));
+  WriteLinkRecordHeader({&frame, 1}, record.size(), record.data());
+  std::memcpy(record.data() + LinkRecordHeaderBytes(1), payload.data(), payload.size());
+  ASSERT_EQ(write(fd, record.data(), record.size()), static_cast<ssize_t>(record.size()));
+  const auto unacknowledged = [&] {
+    int queued = -1;
+    EXPECT_EQ(ioctl(fd, SIOCOUTQ, &queued), 0);
+    return queued;
+  };
+  std::vector<Frame> got;
+  absl::Status broken;
+  ASSERT_TRUE(Receive(**inbox, &got, &broken)) << broken;
+  // Read but not acknowledged by the read itself (that trip through the stack would be on
+  // the hop's critical path)...
+  EXPECT_EQ(unacknowledged(), static_cast<int>(record.size()));
+  // ... but as soon as the receiver finds nothing more to do, long before the kernel's
+  // delayed acknowledgement (40 ms at least) would have.
+  EXPECT_FALSE((*inbox)->Next(&got, &broken));
+  EXPECT_EQ(unacknowledged(), 0);
+  close(fd);
 }
 
 TEST(TcpLinkTest, AReceiverThatStopsReadingMidRecordGetsTheConnectionClosed) {
