@@ -4,8 +4,8 @@
 // transport alone costs on this machine, beside which shardrun's own hop ("hop in" in a
 // cluster run's summary) is judged.
 //
-//   hop_bench [--stages 4] [--tokens 300] [--compute-us 5000] [--memory] [--poll block|spin]
-//             [--transport tcp|ipc|local|tcplink] [--bytes 8192]
+//   hop_bench [--stages 4] [--tokens 300] [--compute-us 5000] [--memory [--nta]]
+//             [--poll block|spin] [--transport tcp|ipc|local|tcplink] [--bytes 8192]
 //
 // --transport local passes the message through shardrun's same-host link (proto/local_link.h:
 // a shared-memory ring, a doorbell only for a sleeping receiver) instead of ZeroMQ; tcplink
@@ -14,7 +14,9 @@
 //
 // --memory streams a 160 MiB buffer while computing, as a decode step streams its weights: the
 // ZeroMQ I/O threads and the kernel's TCP path then run from cold caches, which is most of
-// what a hop costs on a small VM.
+// what a hop costs on a small VM. --nta streams it as shardrun's decode kernels stream their
+// weights (a non-temporal prefetch before each line's read: kernels_avx512_impl.h's
+// StreamPast), which leaves the rest of the caches alone.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -46,6 +48,7 @@ struct Options {
   int tokens = 300;
   int compute_us = 5000;
   bool memory = false;
+  bool nta = false;
   std::string poll = "block";
   std::string transport = "tcp";
   int bytes = 8192;
@@ -86,8 +89,11 @@ void Compute(const Options& o, std::vector<float>& buffer) {
   float sum = 0;
   while (NowMicros() < until) {
     if (!o.memory) continue;
-    for (int k = 0; k < 16384; ++k)
-      sum += buffer[(at + static_cast<size_t>(k) * 16) % buffer.size()];
+    for (int k = 0; k < 16384; ++k) {
+      const float* line = &buffer[(at + static_cast<size_t>(k) * 16) % buffer.size()];
+      if (o.nta) __builtin_prefetch(line, 0, 0);  // locality 0: prefetchnta on x86
+      sum += *line;
+    }
     at += 16384 * 16;
   }
   if (sum == 1.5f) std::printf(" ");  // keeps the reads
@@ -196,8 +202,11 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", o.tokens)->check(CLI::Range(20, 100000));
   app.add_option("--compute-us", o.compute_us)->check(CLI::NonNegativeNumber);
   app.add_flag("--memory", o.memory, "Stream a large buffer while computing");
+  app.add_flag("--nta", o.nta, "Stream it with non-temporal prefetches, as the decode kernels do")
+      ->needs("--memory");
   app.add_option("--poll", o.poll)->check(CLI::IsMember({"block", "spin"}));
-  app.add_option("--transport", o.transport)->check(CLI::IsMember({"tcp", "ipc", "local", "tcplink"}));
+  app.add_option("--transport", o.transport)
+      ->check(CLI::IsMember({"tcp", "ipc", "local", "tcplink"}));
   app.add_option("--bytes", o.bytes)->check(CLI::Range(8, 1 << 24));
   CLI11_PARSE(app, argc, argv);
   o.ports = FreePorts(o.stages);
@@ -255,7 +264,8 @@ int main(int argc, char** argv) {
     long long p50 = 0, p90 = 0, p99 = 0;
     std::sscanf(line.c_str(), "%d %lld %lld %lld", &stage, &p50, &p90, &p99);
     std::printf("| %d | %s | %d us%s | %s | %d | %lld | %lld | %lld |\n", o.stages,
-                o.transport.c_str(), o.compute_us, o.memory ? " streaming memory" : " in cache",
+                o.transport.c_str(), o.compute_us,
+                o.memory ? (o.nta ? " streaming memory (nta)" : " streaming memory") : " in cache",
                 o.poll.c_str(), stage, p50, p90, p99);
   }
   if (!o.ipc_dir.empty()) {
