@@ -56,7 +56,7 @@ inline __mmask16 FirstLanes(int64_t count) {  // count in 0..16
 // everything else. A step streams far more weights than the caches hold; with ordinary loads
 // it leaves them full of weights, and what runs next (the transport: the kernel's TCP stack,
 // the message codec) starts from memory. Measured on a 2-vCPU Zen 4 with 4 TinyLlama shards
-// (bench/README.md): hops p50 ~55 -> ~33 us over TCP links, ~27 -> ~15 us over shared memory;
+// (bench/README.md): hops p50 ~55 -> ~32 us over TCP links, ~25 -> ~15 us over shared memory;
 // decode the same or faster, single-process too. Single-token tiles only: a prefill's tiles
 // read their weights once per group of tokens, from the caches after the first.
 inline void StreamPast(const uint8_t* p, int64_t bytes) {
