@@ -85,6 +85,29 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const ClusterFlags& flags) 
   return prompts;
 }
 
+// Prompt `number` (1-based) as token ids the deployed model can generate after; an error is a
+// fault of that prompt alone (empty, too long for the context, an id outside the vocabulary),
+// so that a run serving a file of prompts reports it and goes on with the others.
+absl::StatusOr<std::vector<int32_t>> RunnablePrompt(const Coordinator& c,
+                                                    const GenerationFlags& flags,
+                                                    const std::optional<Tokenizer>& tokenizer,
+                                                    const std::string& text, size_t number) {
+  absl::StatusOr<std::vector<int32_t>> ids = PromptIds(flags, tokenizer, text);
+  absl::Status s = ids.status();
+  if (s.ok()) s = CheckPrompt(*ids, c.context_length(), c.model().config().vocab_size);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt ", number, ": ", s.message()));
+  }
+  return ids;
+}
+
+// What a run that skipped `skipped` of `total` prompts returns (each was reported as skipped).
+absl::Status SkippedPrompts(int skipped, size_t total) {
+  if (skipped == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(skipped, " of ", total, " prompts could not run (reported above)"));
+}
+
 // p50 and p99 of the window's samples in microseconds, "-" when empty.
 std::string Percentiles(const LatencyWindow& window) {
   const std::vector<int64_t> samples = window.Sorted();
@@ -172,11 +195,20 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
                           const std::optional<Tokenizer>& tokenizer,
                           const std::vector<std::string>& texts) {
   std::vector<std::vector<int32_t>> prompts;
-  for (const std::string& text : texts) {
-    auto ids = PromptIds(flags.generation, tokenizer, text);
-    if (!ids.ok()) return ids.status();
+  std::vector<size_t> numbers;  // each one's number in the file (1-based)
+  int skipped = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto ids = RunnablePrompt(c, flags.generation, tokenizer, texts[i], i + 1);
+    if (!ids.ok() && texts.size() == 1) return ids.status();
+    if (!ids.ok()) {
+      spdlog::error("{}; skipped", std::string(ids.status().message()));
+      ++skipped;
+      continue;
+    }
     prompts.push_back(*std::move(ids));
+    numbers.push_back(i + 1);
   }
+  if (prompts.empty()) return SkippedPrompts(skipped, texts.size());
   GenerateOptions options =
       MakeGenerateOptions(flags.generation, model, tokenizer, c.context_length());
   std::vector<std::string> outputs(prompts.size());
@@ -189,11 +221,11 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
     done[i] = true;
     total_tokens += static_cast<int>(r.generated.size());
     const double s = absl::ToDoubleSeconds(r.elapsed);
-    std::fprintf(stderr, "sequence %zu: %zu tokens in %.2f ms, %.2f tok/s\n", i + 1,
+    std::fprintf(stderr, "sequence %zu: %zu tokens in %.2f ms, %.2f tok/s\n", numbers[i],
                  r.generated.size(), s * 1000, s > 0 ? r.generated.size() / s : 0.0);
     if (flags.generation.emit_ids) {
-      std::fprintf(stderr, "prompt_ids[%zu]: %s\ngenerated_ids[%zu]: %s\n", i + 1,
-                   absl::StrJoin(prompts[i], ",").c_str(), i + 1,
+      std::fprintf(stderr, "prompt_ids[%zu]: %s\ngenerated_ids[%zu]: %s\n", numbers[i],
+                   absl::StrJoin(prompts[i], ",").c_str(), numbers[i],
                    absl::StrJoin(r.generated, ",").c_str());
     }
     while (printed < outputs.size() && done[printed]) {
@@ -209,7 +241,7 @@ absl::Status RunPipelined(Coordinator& c, const ModelFile& model, const ClusterF
       stderr, "aggregate: %d tokens in %.2f ms, %.2f tok/s over %zu sequences, %d in flight\n",
       total_tokens, s * 1000, s > 0 ? total_tokens / s : 0.0, prompts.size(), flags.parallel);
   PrintStageTimes(c);
-  return absl::OkStatus();
+  return SkippedPrompts(skipped, texts.size());
 }
 
 absl::Status RunCluster(const ClusterFlags& flags, bool local) {
@@ -371,9 +403,15 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     return finish(RunPipelined(c, **model, flags, *tokenizer, *prompts));
   }
   uint64_t sequence = 1;
-  for (const std::string& text : *prompts) {
-    auto prompt = PromptIds(flags.generation, *tokenizer, text);
-    if (!prompt.ok()) return finish(prompt.status());
+  int skipped = 0;
+  for (size_t i = 0; i < prompts->size(); ++i) {
+    auto prompt = RunnablePrompt(c, flags.generation, *tokenizer, (*prompts)[i], i + 1);
+    if (!prompt.ok() && prompts->size() == 1) return finish(prompt.status());
+    if (!prompt.ok()) {
+      spdlog::error("{}; skipped", std::string(prompt.status().message()));
+      ++skipped;
+      continue;
+    }
     RemoteModel remote(c, sequence++);
     if (absl::Status s = StreamGeneration(remote, **model, flags.generation, *tokenizer, *prompt);
         !s.ok()) {
@@ -381,14 +419,16 @@ absl::Status RunCluster(const ClusterFlags& flags, bool local) {
     }
   }
   PrintStageTimes(c);
-  return finish(absl::OkStatus());
+  return finish(SkippedPrompts(skipped, prompts->size()));
 }
 
 void AddClusterOptions(CLI::App* cmd, ClusterFlags* flags, bool local) {
   cmd->add_option("--shards", flags->shards, "Number of workers");
   cmd->add_option("--type", flags->type, "Partition: layer, pipeline, tensor or expert");
   cmd->add_flag("--plan", flags->plan_only, "Print the plan and exit");
-  cmd->add_option("--prompts", flags->prompts_file, "Serve each line of FILE as a prompt");
+  cmd->add_option(
+      "--prompts", flags->prompts_file,
+      "Serve each line of FILE as a prompt (one the model cannot take is reported and skipped)");
   cmd->add_option("--act-type", flags->act_type,
                   "Encoding of hidden states between stages: f32 (exact), f16, q8_0");
   cmd->add_option("--parallel", flags->parallel, "Sequences in flight at once (--type pipeline)")

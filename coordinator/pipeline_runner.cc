@@ -58,9 +58,8 @@ absl::StatusOr<std::vector<SequenceResult>> RunPipeline(
   auto start_next = [&]() -> absl::Status {
     const size_t i = next_prompt++;
     const std::vector<int32_t>& prompt = prompts[i];
-    if (prompt.empty() || static_cast<int>(prompt.size()) > context) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt ", i + 1, " has ", prompt.size(),
-                                                     " tokens; the context holds ", context));
+    if (absl::Status s = CheckPrompt(prompt, context, vocab); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i + 1, ": ", s.message()));
     }
     const uint64_t id = next_id++;
     Sequence& s = live[id];

@@ -7,6 +7,21 @@
 
 namespace shardrun {
 
+absl::Status CheckPrompt(std::span<const int32_t> prompt, int context, int vocab_size) {
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  if (static_cast<int>(prompt.size()) > context) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the prompt has %d tokens; the context holds %d", prompt.size(), context));
+  }
+  for (int32_t t : prompt) {
+    if (t < 0 || t >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt token %d is outside the vocabulary (size %d)", t, vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<int32_t>> Generator::Generate(std::span<const int32_t> prompt,
                                                          const GenerateOptions& options,
                                                          const GenerateCallbacks& callbacks,
@@ -15,17 +30,7 @@ absl::StatusOr<std::vector<int32_t>> Generator::Generate(std::span<const int32_t
   if (stats == nullptr) stats = &local_stats;
   *stats = GenerateStats{};
   const int context = model_.context_length();
-  if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
-  if (static_cast<int>(prompt.size()) > context) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("the prompt has %d tokens; the context holds %d", prompt.size(), context));
-  }
-  for (int32_t t : prompt) {
-    if (t < 0 || t >= model_.vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "prompt token %d is outside the vocabulary (size %d)", t, model_.vocab_size()));
-    }
-  }
+  if (absl::Status s = CheckPrompt(prompt, context, model_.vocab_size()); !s.ok()) return s;
 
   std::vector<float> logits(static_cast<size_t>(model_.vocab_size()));
   std::vector<int32_t> history(prompt.begin(), prompt.end());

@@ -35,6 +35,11 @@ struct GenerateCallbacks {
   std::function<bool(int32_t)> on_token;
 };
 
+// Why a model of `context` positions and `vocab_size` ids cannot generate after `prompt` (no
+// tokens, more than the context holds, an id outside the vocabulary): InvalidArgument, a fault
+// of the prompt alone. OK when it can.
+absl::Status CheckPrompt(std::span<const int32_t> prompt, int context, int vocab_size);
+
 class Generator {
  public:
   explicit Generator(LogitsSource& model) : model_(model) {}

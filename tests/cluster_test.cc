@@ -232,6 +232,50 @@ INSTANTIATE_TEST_SUITE_P(Sampling, PipelineTest,
                                                                     "42"}),
                          [](const auto& info) { return info.index == 0 ? "greedy" : "sampled"; });
 
+// A prompt the model cannot take (here: longer than the context) is reported and skipped; the
+// others run as they would alone, and the run ends with an error saying how many were skipped.
+class SkippedPromptTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SkippedPromptTest, TheOtherPromptsStillRun) {
+  std::string too_long;
+  for (int i = 0; i < 40; ++i) too_long += "Once upon a time ";
+  const std::vector<std::string> prompts = {"Once upon a time", too_long, "The dog"};
+  const std::string prompts_file = ::testing::TempDir() + "/skipped_prompts_" + GetParam();
+  {
+    std::ofstream out(prompts_file);
+    for (const std::string& p : prompts) out << p << "\n";
+  }
+  const std::vector<std::string> common = {SharedPath("models/stories260K.bin"),
+                                           "-z",
+                                           SharedPath("models/tok512.bin"),
+                                           "-n",
+                                           "24",
+                                           "--ctx-size",
+                                           "64",
+                                           "--temp",
+                                           "0"};
+  std::string want;
+  for (const std::string& p : {prompts[0], prompts[2]}) {
+    std::vector<std::string> args = {"generate", "-t", "1", "-p", p};
+    args.insert(args.end(), common.begin(), common.end());
+    const CommandResult r = RunShardrun(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    want += r.out;
+  }
+  std::vector<std::string> args = {"--shards", "2",         "--type",
+                                   GetParam(), "--prompts", prompts_file};
+  args.insert(args.end(), common.begin(), common.end());
+  const CommandResult got = RunShardrun(args);
+  EXPECT_NE(got.exit_code, 0);
+  EXPECT_EQ(got.out, want);
+  EXPECT_NE(got.err.find("prompt 2: the prompt has"), std::string::npos) << got.err;
+  EXPECT_NE(got.err.find("the context holds 64; skipped"), std::string::npos) << got.err;
+  EXPECT_NE(got.err.find("1 of 3 prompts could not run"), std::string::npos) << got.err;
+  for (int pid : RegisteredWorkerPids(got.err)) EXPECT_FALSE(ProcessAlive(pid));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, SkippedPromptTest, ::testing::Values("layer", "pipeline"));
+
 TEST(ClusterTest, CompactActivationsRunAndCountBytes) {
   const CommandResult want = SingleProcess();
   ASSERT_EQ(want.exit_code, 0) << want.err;
