@@ -26,7 +26,7 @@ std::string AdmittedPeer::ToString() const {
 }
 
 Admission::Admission(AdmissionOptions options, const TokenVerifier* verifier)
-    : options_(std::move(options)), verifier_(verifier) {}
+    : options_(std::move(options)), verifier_(verifier), listed_keys_(options_.listed_keys) {}
 
 absl::StatusOr<wire::Challenge> Admission::IssueChallenge(std::string_view peer) {
   const auto now = verifier_->Now();
@@ -171,8 +171,14 @@ absl::StatusOr<AdmittedPeer> Admission::AdmitLocked(
   return admitted;
 }
 
+void Admission::SetListedKeys(std::vector<CurvePublicKey> keys) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  listed_keys_ = std::move(keys);
+}
+
 absl::StatusOr<AdmittedPeer> Admission::AdmitListedKey(const CurveKeyBytes& connection_key) const {
-  for (const CurvePublicKey& listed : options_.listed_keys) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const CurvePublicKey& listed : listed_keys_) {
     if (listed.key != connection_key) continue;
     AdmittedPeer admitted;
     admitted.origin = listed.origin;

@@ -84,6 +84,8 @@ class Admission {
 
   // A peer whose transport key the operator listed: NotFound when it is not listed.
   absl::StatusOr<AdmittedPeer> AdmitListedKey(const CurveKeyBytes& connection_key) const;
+  // Replaces the listed keys (the operator edited --allow-keys).
+  void SetListedKeys(std::vector<CurvePublicKey> keys);
 
   // Drops the pending challenge of a peer that went away.
   void Forget(std::string_view peer);
@@ -105,7 +107,8 @@ class Admission {
   const AdmissionOptions options_;
   const TokenVerifier* verifier_;
   mutable std::mutex mutex_;
-  std::map<std::string, Pending> pending_;  // nonce -> challenge
+  std::vector<CurvePublicKey> listed_keys_;  // options_.listed_keys, as last set
+  std::map<std::string, Pending> pending_;   // nonce -> challenge
   std::map<std::string, std::string, std::less<>> nonce_of_peer_;
   // Answered nonces until their challenge would have expired: a replay within that time is
   // named as one; after it, the nonce is simply unknown.

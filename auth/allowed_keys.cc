@@ -25,8 +25,14 @@ absl::StatusOr<std::vector<CurvePublicKey>> ParseAllowedKeys(std::string_view te
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(ToAbsl(text), '\n')) {
     ++line_number;
-    if (const size_t hash = line.find('#'); hash != absl::string_view::npos) {
-      line = line.substr(0, hash);
+    // A comment starts at a '#' that begins the line or follows a blank: Z85 keys have '#'
+    // among their characters.
+    line = absl::StripLeadingAsciiWhitespace(line);
+    for (size_t at = line.find('#'); at != absl::string_view::npos; at = line.find('#', at + 1)) {
+      if (at == 0 || line[at - 1] == ' ' || line[at - 1] == '\t') {
+        line = line.substr(0, at);
+        break;
+      }
     }
     line = absl::StripAsciiWhitespace(line);
     if (line.empty()) continue;

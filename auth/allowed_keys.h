@@ -7,7 +7,8 @@
 //   <40 Z85 characters>  https://a.example
 //   <40 Z85 characters>                       (no origin: labelled "listed key")
 //
-// '#' starts a comment; blank lines are ignored; anything else is an error naming its line.
+// '#' at the start of a line or after a blank starts a comment ('#' is also one of Z85's
+// characters); blank lines are ignored; anything else is an error naming its line.
 #ifndef SHARDRUN_AUTH_ALLOWED_KEYS_H_
 #define SHARDRUN_AUTH_ALLOWED_KEYS_H_
 

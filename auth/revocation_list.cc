@@ -1,7 +1,5 @@
 #include "auth/revocation_list.h"
 
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -41,16 +39,14 @@ size_t RevocationList::size() {
 }
 
 absl::Status RevocationList::RefreshLocked() {
-  struct stat st;
-  if (stat(path_.c_str(), &st) != 0) {
-    stamp_ = Stamp{};
+  const std::optional<FileStamp> stamp = StampOf(path_);
+  if (!stamp) {
+    stamp_.reset();
     load_error_ = absl::UnavailableError(absl::StrCat("revocation list ", path_,
                                                       " cannot be read (", std::strerror(errno),
                                                       "); refusing every token until it can"));
     return load_error_;
   }
-  const Stamp stamp{st.st_dev, st.st_ino, st.st_size,
-                    int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
   if (stamp == stamp_) return load_error_;
   stamp_ = stamp;
 
@@ -60,7 +56,7 @@ absl::Status RevocationList::RefreshLocked() {
     spdlog::error("{}", std::string(load_error_.message()));
     return load_error_;
   };
-  if (!S_ISREG(st.st_mode) || st.st_size > kMaxListBytes) {
+  if (!stamp->regular || stamp->size > kMaxListBytes) {
     return fail("not a regular file of at most 16 MiB");
   }
   std::ifstream in(path_, std::ios::binary);

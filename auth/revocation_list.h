@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
+#include "auth/file_stamp.h"
 #include "auth/token_claims.h"
 
 namespace shardrun::auth {
@@ -35,18 +37,11 @@ class RevocationList {
   const std::string& path() const { return path_; }
 
  private:
-  struct Stamp {
-    dev_t device = 0;
-    ino_t inode = 0;
-    off_t size = -1;
-    int64_t mtime_ns = -1;
-    bool operator==(const Stamp&) const = default;
-  };
   absl::Status RefreshLocked();
 
   const std::string path_;
   std::mutex mutex_;
-  Stamp stamp_;  // of the last read, successful or not
+  std::optional<FileStamp> stamp_;  // of the last read, successful or not
   absl::Status load_error_ = absl::UnavailableError("revocation list not read yet");
   std::set<TokenId> revoked_;
 };

@@ -1,6 +1,7 @@
 #include "coordinator/access_control.h"
 
 #include <cstring>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "auth/allowed_keys.h"
@@ -113,9 +114,13 @@ absl::Status AccessControl::Load(const AccessOptions& options) {
   // share its key directory).
   admission.listed_keys.push_back(keys_.Public());
   if (!options.allow_keys.empty()) {
+    allow_keys_path_ = options.allow_keys;
+    allow_keys_stamp_ =
+        auth::StampOf(allow_keys_path_);  // before the read: an edit during it counts
     absl::StatusOr<std::vector<auth::CurvePublicKey>> listed =
         auth::LoadAllowedKeys(options.allow_keys);
     if (!listed.ok()) return listed.status();
+    file_keys_ = *listed;
     admission.listed_keys.insert(admission.listed_keys.end(), listed->begin(), listed->end());
   }
   for (const auth::CurvePublicKey& key : admission.listed_keys) {
@@ -160,8 +165,10 @@ AccessControl::HelloAnswer AccessControl::OnHello(const std::string& worker,
     answer.refusal = "the connection carries no CURVE transport key";
     return answer;
   }
+  if (!allow_list_->Contains(*key, verifier_->Now())) RereadAllowedKeys();  // just added?
   if (absl::StatusOr<auth::AdmittedPeer> listed = admission_->AdmitListedKey(*key); listed.ok()) {
     answer.admitted = AdmittedWorker{key, auth::ShardScope(), listed->ToString()};
+    if (*key != keys_.public_key) by_listed_key_[worker] = *key;
     return answer;
   }
   // A worker that proved its token and says hello again (a restart, a new coordinator plan)
@@ -249,11 +256,53 @@ absl::Status AccessControl::CheckPlaceable(const auth::ShardScope& scope) const 
                    model_.n_experts > 0 ? ", each with all its experts" : "", ")"));
 }
 
+void AccessControl::RereadAllowedKeys() {
+  if (allow_keys_path_.empty()) return;
+  const std::optional<auth::FileStamp> stamp = auth::StampOf(allow_keys_path_);
+  if (stamp == allow_keys_stamp_) return;
+  allow_keys_stamp_ = stamp;
+  absl::StatusOr<std::vector<auth::CurvePublicKey>> read = auth::LoadAllowedKeys(allow_keys_path_);
+  if (!read.ok()) {
+    spdlog::error("--allow-keys {}: {}; keeping the {} key(s) read before", allow_keys_path_,
+                  std::string(read.status().message()), file_keys_.size());
+    return;
+  }
+  std::set<auth::CurveKeyBytes> now;
+  for (const auth::CurvePublicKey& key : *read) now.insert(key.key);
+  int removed = 0;
+  for (const auth::CurvePublicKey& key : file_keys_) {
+    if (now.contains(key.key) || key.key == keys_.public_key) continue;
+    allow_list_->Remove(key.key);
+    ++removed;
+  }
+  for (const auto& [worker, key] : by_listed_key_) {
+    if (now.contains(key)) continue;
+    invalidated_.emplace_back(worker,
+                              absl::StrCat("its transport key ", auth::Z85EncodeKey(key),
+                                           " was taken off --allow-keys ", allow_keys_path_));
+  }
+  // A key that was also proved with a token stays allowed while the token is valid.
+  for (const auto& [worker, entry] : by_token_) {
+    allow_list_->Add(entry.key, entry.admitted.description, entry.expires);
+  }
+  std::vector<auth::CurvePublicKey> listed = {keys_.Public()};
+  for (const auth::CurvePublicKey& key : *read) {
+    allow_list_->Add(key.key, key.origin);
+    listed.push_back(key);
+  }
+  admission_->SetListedKeys(std::move(listed));
+  spdlog::info("--allow-keys {}: re-read, {} key(s), {} taken off", allow_keys_path_, read->size(),
+               removed);
+  file_keys_ = *std::move(read);
+}
+
 std::vector<std::pair<std::string, std::string>> AccessControl::TakeInvalidated() {
-  std::vector<std::pair<std::string, std::string>> invalid;
   const auto now = std::chrono::steady_clock::now();
-  if (by_token_.empty() || now - last_check_ < std::chrono::seconds(1)) return invalid;
+  if (now - last_check_ < std::chrono::seconds(1)) return {};
   last_check_ = now;
+  RereadAllowedKeys();
+  std::vector<std::pair<std::string, std::string>> invalid = std::move(invalidated_);
+  invalidated_.clear();
   const auto wall = verifier_->Now();
   for (const auto& [worker, entry] : by_token_) {
     if (wall >= entry.expires) {
@@ -273,6 +322,7 @@ std::vector<std::pair<std::string, std::string>> AccessControl::TakeInvalidated(
 
 void AccessControl::Forget(const std::string& worker) {
   pending_.erase(worker);
+  by_listed_key_.erase(worker);
   admission_->Forget(worker);
   if (auto it = by_token_.find(worker); it != by_token_.end()) {
     allow_list_->Remove(it->second.key);

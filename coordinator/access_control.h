@@ -12,7 +12,9 @@
 //   on it.
 // Until admitted, a peer's messages other than Hello and Proof are dropped before they are
 // decoded (auth/peer_gate.h). Admitted tokens are checked again every second: an expired or
-// revoked one (--revocations, re-read when the file changes) drains its worker.
+// revoked one (--revocations, re-read when the file changes) drains its worker. --allow-keys is
+// re-read when the file changes too (checked every second and at each unlisted hello): a key
+// added is welcome at once, a worker whose key was taken off is drained.
 //
 // Without a key there is no CURVE and no token: every worker is welcome, which is only allowed
 // on loopback addresses unless the operator says --insecure.
@@ -29,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "auth/admission.h"
+#include "auth/file_stamp.h"
 #include "auth/key_allow_list.h"
 #include "auth/keys.h"
 #include "auth/peer_gate.h"
@@ -100,8 +103,9 @@ class AccessControl {
                                                                  const std::string& user_id,
                                                                  const wire::Proof& proof);
 
-  // Workers whose token stopped being valid since they were admitted (expired, revoked), with
-  // the reason; each is forgotten (Forget) before it is returned. At most once per second.
+  // Workers whose admission stopped being valid (token expired or revoked, key taken off
+  // --allow-keys), with the reason; each is forgotten (Forget) before it is returned. Checks
+  // at most once per second.
   std::vector<std::pair<std::string, std::string>> TakeInvalidated();
 
   // Drops what is known about `worker`: its token-proved key leaves the allow list, so
@@ -116,6 +120,10 @@ class AccessControl {
   absl::Status Load(const AccessOptions& options);
   // Refused when the scope holds nothing this plan kind can place.
   absl::Status CheckPlaceable(const auth::ShardScope& scope) const;
+  // Re-reads --allow-keys if the file changed: admits its keys, takes the others off the allow
+  // list and queues their workers for TakeInvalidated. A file that no longer parses keeps the
+  // keys read before (logged): an operator's typo must not drain the cluster.
+  void RereadAllowedKeys();
 
   struct PendingHello {
     wire::Hello hello;
@@ -131,6 +139,11 @@ class AccessControl {
 
   const AccessModel model_;
   auth::CurveKeyPair keys_;
+  std::string allow_keys_path_;  // --allow-keys (empty: none)
+  std::optional<auth::FileStamp> allow_keys_stamp_;
+  std::vector<auth::CurvePublicKey> file_keys_;                   // as last read from it
+  std::map<std::string, auth::CurveKeyBytes> by_listed_key_;      // workers admitted by a file key
+  std::vector<std::pair<std::string, std::string>> invalidated_;  // for TakeInvalidated
   std::string origin_;
   std::shared_ptr<auth::KeyAllowList> allow_list_;
   std::shared_ptr<auth::RevocationList> revocations_;

@@ -83,6 +83,15 @@ std::string SingleProcessIds(int n) {
   return Ids(r.err);
 }
 
+// Waits until the workers "guest" and "same" have both loaded their shards (the generation
+// is under way then).
+bool BothLoaded(BackgroundShardrun& coordinator) {
+  return WaitForFileCondition(coordinator.err_path(), 30000, [&] {
+    return coordinator.err().find("worker guest loaded its shard") != std::string::npos &&
+           coordinator.err().find("worker same loaded its shard") != std::string::npos;
+  });
+}
+
 std::string Bytes(std::span<const uint8_t> bytes) {
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
@@ -497,10 +506,7 @@ TEST_F(AuthClusterTest, TokenRevokedMidGenerationDrainsItsWorkerAndTheAnswerIsUn
   guest_args.insert(guest_args.end(), {"--inject", "slow@ms=40"});
   BackgroundShardrun guest(guest_args);
   // Revoked once both shards are loaded, while the answer is being generated.
-  ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 30000, [&] {
-    return coordinator.err().find("worker guest loaded its shard") != std::string::npos &&
-           coordinator.err().find("worker same loaded its shard") != std::string::npos;
-  })) << coordinator.err();
+  ASSERT_TRUE(BothLoaded(coordinator)) << coordinator.err();
   std::ofstream(revocations, std::ios::app) << auth::ParseToken(token)->claims.TokenIdHex() << "\n";
   ASSERT_EQ(coordinator.Wait(60000), 0) << coordinator.err();
   EXPECT_EQ(Ids(coordinator.err()), SingleProcessIds(n));
@@ -508,6 +514,52 @@ TEST_F(AuthClusterTest, TokenRevokedMidGenerationDrainsItsWorkerAndTheAnswerIsUn
   EXPECT_THAT(coordinator.err(), HasSubstr("is revoked"));
   EXPECT_THAT(coordinator.err(), HasSubstr("recovered in"));
   EXPECT_EQ(guest.Wait(10000), 0) << guest.err();
+  EXPECT_EQ(same.Wait(10000), 0) << same.err();
+}
+
+// --allow-keys is re-read when it changes: a key added after the coordinator started is welcome
+// without a token (and without a restart)...
+TEST_F(AuthClusterTest, AKeyAddedToAllowKeysIsWelcomeWithoutARestart) {
+  const int port = FreePort();
+  const int n = 40;
+  const std::string allowed = dir_ + "/allowed_added.txt";
+  std::ofstream(allowed) << "# same-origin workers\n";
+  BackgroundShardrun coordinator(CoordinatorArgs(port, 2, n, {"--allow-keys", allowed}));
+  ASSERT_TRUE(WaitForFileCondition(coordinator.err_path(), 30000, [&] {
+    return coordinator.err().find("CURVE on:") != std::string::npos;
+  })) << coordinator.err();
+  std::ofstream(allowed, std::ios::app) << guest_.curve.Public().Z85() << " " << kGuest << "\n";
+  BackgroundShardrun same(WorkerArgs(port, "same", owner_));
+  BackgroundShardrun guest(WorkerArgs(port, "guest", guest_));  // no token
+  ASSERT_EQ(coordinator.Wait(60000), 0) << coordinator.err();
+  EXPECT_EQ(Ids(coordinator.err()), SingleProcessIds(n));
+  EXPECT_THAT(coordinator.err(), HasSubstr("re-read, 1 key(s), 0 taken off"));
+  EXPECT_THAT(coordinator.err(), HasSubstr("worker guest loaded its shard"));
+  EXPECT_EQ(guest.Wait(10000), 0) << guest.err();
+  EXPECT_EQ(same.Wait(10000), 0) << same.err();
+}
+
+// ... and a worker whose key is taken off it is drained mid-generation, its shard moved.
+TEST_F(AuthClusterTest, AKeyTakenOffAllowKeysDrainsItsWorkerAndTheAnswerIsUnchanged) {
+  const int port = FreePort();
+  const int n = 120;  // at 40 ms a step on the guest: about 5 s
+  const std::string allowed = dir_ + "/allowed_removed.txt";
+  std::ofstream(allowed) << guest_.curve.Public().Z85() << " " << kGuest << "\n";
+  BackgroundShardrun coordinator(
+      CoordinatorArgs(port, 2, n, {"--no-rebalance", "--allow-keys", allowed}));
+  BackgroundShardrun same(WorkerArgs(port, "same", owner_));
+  std::vector<std::string> guest_args = WorkerArgs(port, "guest", guest_);  // no token
+  guest_args.insert(guest_args.end(), {"--inject", "slow@ms=40"});
+  BackgroundShardrun guest(guest_args);
+  ASSERT_TRUE(BothLoaded(coordinator)) << coordinator.err();
+  std::ofstream(allowed) << "# nobody now\n";
+  ASSERT_EQ(coordinator.Wait(60000), 0) << coordinator.err();
+  EXPECT_EQ(Ids(coordinator.err()), SingleProcessIds(n));
+  EXPECT_THAT(coordinator.err(), HasSubstr("draining worker guest: its transport key"));
+  EXPECT_THAT(coordinator.err(), HasSubstr("was taken off --allow-keys"));
+  EXPECT_THAT(coordinator.err(), HasSubstr("recovered in"));
+  EXPECT_EQ(guest.Wait(10000), 0) << guest.err();
+  EXPECT_THAT(guest.err(), HasSubstr("drained: its transport key"));
   EXPECT_EQ(same.Wait(10000), 0) << same.err();
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "auth/admission.h"
+#include "auth/allowed_keys.h"
 #include "auth/clock.h"
 #include "auth/encoding.h"
 #include "auth/key_file.h"
@@ -715,6 +716,30 @@ TEST_F(AdmissionTest, ListedKeysNeedNoTokenAndPendingChallengesAreBounded) {
   *now_ += std::chrono::minutes(1);  // expired challenges free their places
   EXPECT_TRUE(admission.IssueChallenge("d").ok());
   EXPECT_TRUE(admission.IssueChallenge("e").ok());
+}
+
+// Z85 has '#' among its 85 characters: a key holding one is a key, not a key cut short by a
+// comment (comments start a line or follow a blank).
+TEST(AllowedKeysTest, AKeyWithAHashIsReadWholeAndCommentsFollowABlank) {
+  std::string with_hash;
+  for (int i = 0; i < 1000 && with_hash.find('#') == std::string::npos; ++i) {
+    with_hash = GenerateCurveKeyPair("https://a.example").Public().Z85();
+  }
+  ASSERT_NE(with_hash.find('#'), std::string::npos);
+  const std::string other = GenerateCurveKeyPair("https://b.example").Public().Z85();
+  const std::string text =
+      absl::StrCat("# same-origin workers\n", with_hash, "  https://a.example   # the first\n",
+                   "   # indented\n\n", other, "\t#\n");
+  absl::StatusOr<std::vector<CurvePublicKey>> keys = ParseAllowedKeys(text, "list");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 2u);
+  EXPECT_EQ((*keys)[0].Z85(), with_hash);
+  EXPECT_EQ((*keys)[0].origin, "https://a.example");
+  EXPECT_EQ((*keys)[1].Z85(), other);
+  EXPECT_EQ((*keys)[1].origin, "listed key");
+  // A key cut short is still an error naming its line.
+  EXPECT_THAT(ParseAllowedKeys(absl::StrCat("\n", with_hash.substr(0, 39)), "list").status(),
+              ::testing::Property(&absl::Status::message, ::testing::HasSubstr("list line 2")));
 }
 
 TEST(PeerGateTest, PendingPeersMaySendOnlyAHandshakeMessage) {
