@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/link_record.h"
+#include "proto/peer_closed.h"
 #include "spdlog/spdlog.h"
 
 namespace shardrun {
@@ -374,10 +375,7 @@ bool TcpOutlet::up() {
 bool TcpOutlet::ReceiverGone() {
   if (fd_ < 0) return receiver_gone_;
   if (!up()) return false;
-  // The receiver never writes to this connection: an end of stream is its process closing it.
-  char probe;
-  const ssize_t peeked = recv(fd_, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
-  if (peeked == 0 || (peeked < 0 && !WouldBlock() && errno != EINTR)) {
+  if (PeerClosed(fd_)) {
     Fail("the receiver is gone");
     receiver_gone_ = true;
   }
